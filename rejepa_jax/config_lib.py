@@ -1,0 +1,168 @@
+"""The configuration schema every config file starts from, and the `:key=value` argument parser.
+
+Every key the trainer reads is declared here with its default, so a config file or a command-line
+override can only change keys that exist: the config is locked, and a misspelt key fails with the
+closest valid keys suggested instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+# The embedded EuroSAT RGB sample that ships with the package (demo and tests).
+SAMPLE_ROOT = str(Path(__file__).resolve().parent / "sample_data" / "eurosat_rgb")
+
+# Per-band statistics of the embedded sample's archive split, in raw pixel units (0-255), as printed
+# by `python -m rejepa_jax.stats --config configs/demo.py`.
+EUROSAT_RGB_MEAN = (88.9, 97.9, 104.8)
+EUROSAT_RGB_STD = (51.7, 35.0, 29.8)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Returns the full schema with defaults; config files override values, never add keys."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.total_steps = 1000
+    config.batch_size = 64  # Global batch, split over hosts and devices.
+    config.log_every_steps = 50
+
+    config.model = ml_collections.ConfigDict()
+    config.model.variant = "Ti/8"  # Size (Ti/S/B/L/H) and patch size.
+    config.model.width = 0  # 0 keeps the width of the variant's size.
+    config.model.depth = 0  # 0 keeps the depth of the variant's size.
+    config.model.num_heads = 0  # 0 keeps the heads of the variant's size.
+    config.model.mlp_ratio = 4.0
+    config.model.dtype = "float32"  # Compute dtype; parameters stay float32.
+    config.model.remat = False
+    config.model.predictor_width = 384
+    config.model.predictor_depth = 6
+    config.model.predictor_heads = 0  # 0 uses the encoder's number of heads.
+
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "folder"  # folder | tfds | synthetic
+    config.data.root = ""  # folder: image root (class sub-folders or flat).
+    config.data.split_dir = ""  # folder: where split CSVs live ("" = root).
+    config.data.train_split = ""  # folder: CSV list ("" = every image); tfds: split string.
+    config.data.query_split = ""
+    config.data.archive_split = ""
+    config.data.tfds_name = ""  # tfds: catalog name, e.g. "eurosat/rgb".
+    config.data.tfds_data_dir = ""
+    config.data.image_key = "image"
+    config.data.label_key = "label"
+    config.data.image_size = 64
+    config.data.channels = 3
+    config.data.bands = ()  # Optional band indices to keep, in order, before the band check.
+    config.data.num_classes = 10
+    config.data.multi_label = False
+    config.data.mean = EUROSAT_RGB_MEAN
+    config.data.std = EUROSAT_RGB_STD
+    config.data.crop_scale = (0.3, 1.0)
+    config.data.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)
+    config.data.flip_horizontal = True
+    config.data.flip_vertical = True
+    config.data.skip_bad = False
+    config.data.num_workers = 0  # Grain worker processes; 0 decodes in threads of this process.
+    config.data.num_threads = 2
+    config.data.prefetch = 2  # Batches buffered ahead of the step.
+    config.data.synthetic_size = 512  # synthetic: examples per split.
+
+    config.masks = ml_collections.ConfigDict()
+    config.masks.num_targets = 4
+    config.masks.target_scale = (0.15, 0.2)
+    config.masks.target_aspect = (0.75, 1.5)
+    config.masks.context_scale = (0.85, 1.0)
+    config.masks.num_target_tokens = 0  # 0: the smallest target block the scales allow.
+    config.masks.num_context_tokens = 0  # 0: a low quantile of simulated context sizes.
+    config.masks.max_tries = 100
+
+    config.objective = ml_collections.ConfigDict()
+    config.objective.loss = "smooth_l1"  # smooth_l1 (reference code) | l2 (paper)
+    config.objective.vicreg = True
+    config.objective.variance_weight = 1.0
+    config.objective.covariance_weight = 0.04
+    config.objective.vicreg_on_predictor = False  # Also regularise the pooled predictor outputs.
+    config.objective.variance_gamma = 1.0
+    config.objective.variance_eps = 1e-4
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.lr = 1e-3
+    config.optimizer.start_lr = 2e-4
+    config.optimizer.final_lr = 1e-6
+    config.optimizer.warmup_steps = 100
+    config.optimizer.weight_decay = 0.04
+    config.optimizer.final_weight_decay = 0.4
+    config.optimizer.b1 = 0.9
+    config.optimizer.b2 = 0.999
+    config.optimizer.eps = 1e-8
+    config.optimizer.grad_clip_norm = 0.0  # 0 disables global-norm clipping.
+
+    config.ema = ml_collections.ConfigDict()
+    config.ema.start = 0.996
+    config.ema.end = 1.0
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.data = -1  # -1: every device not used by the other axes.
+    config.mesh.fsdp = 1
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 500
+    config.checkpoint.keep = 3
+    config.checkpoint.async_save = True
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every_steps = 0  # 0: evaluate only at the end of training.
+    config.eval.ks = (5, 10, 20, 100)
+    config.eval.batch_size = 128
+    config.eval.encoders = ("target", "context")  # Which encoders' descriptors to evaluate.
+    config.eval.baselines = ()  # Any of: color_histogram, random_init.
+    return config
+
+
+def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
+    """Parses a variant string such as `model=S/16,runlocal` against typed defaults.
+
+    `spec` gives every accepted key with its default; a bare name sets a boolean key to True. An
+    unknown key raises a ValueError naming it and the closest accepted keys.
+    """
+    result = ml_collections.ConfigDict(spec)
+    for item in filter(None, (part.strip() for part in (arg or "").split(","))):
+        key, has_value, raw = item.partition("=")
+        if key not in spec:
+            raise ValueError(f"Unknown config argument {key!r}.{suggest(key, spec)}")
+        default = spec[key]
+        if not has_value:
+            if not isinstance(default, bool):
+                raise ValueError(f"Config argument {key!r} needs a value ({key}=...).")
+            result[key] = True
+        elif isinstance(default, bool):
+            result[key] = raw.lower() in ("1", "true", "yes")
+        else:
+            result[key] = type(default)(raw)
+    return result
+
+
+def suggest(key: str, valid: Any) -> str:
+    """Returns ' Did you mean ...?' with the closest valid keys, or '' when none is close."""
+    close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(k) for k in close)}?" if close else ""
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks that `config` has exactly the schema's keys, naming any unknown one.
+
+    Config files start from `base_config()` and lock it, so this mainly protects configs built by
+    other means (for example restored from a workdir's `config.json`).
+    """
+    _check_keys(config, base_config(), prefix="")
+
+
+def _check_keys(config: Any, schema: ml_collections.ConfigDict, prefix: str) -> None:
+    for key in config:
+        if key not in schema:
+            raise ValueError(f"Unknown config key {prefix + key!r}.{suggest(key, schema.keys())}")
+        if isinstance(schema[key], ml_collections.ConfigDict):
+            _check_keys(config[key], schema[key], prefix=f"{prefix}{key}.")
