@@ -1,0 +1,52 @@
+"""The colour-histogram retrieval floor: a hand-made descriptor a learned one has to beat.
+
+On the EuroSAT protocol (archive = train + validation, queries = test) the square-rooted 8×8×8 RGB
+histogram with exact cosine search reaches mAP@20 ≈ 0.767 (normalised by R_K) and P@20 ≈ 0.685, far
+above chance (0.102); a learned descriptor below that has learned nothing colour alone does not give.
+`benchmarks/color_histogram_floor.py` reproduces the numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _bin_index(values: np.ndarray, bins: int, value_range: tuple[float, float]) -> np.ndarray:
+    """Uniform bins over [lo, hi] like `np.histogram` (the last bin includes hi); values outside the
+    range go to the first or last bin instead of being dropped, so every pixel is counted once."""
+    lo, hi = value_range
+    scaled = (values.astype(np.float64) - lo) * (bins / (hi - lo))
+    return np.clip(np.floor(scaled), 0, bins - 1).astype(np.int64)
+
+
+def color_histogram(
+    images: np.ndarray, *, bins: int = 8, value_range: tuple[float, float] = (0.0, 255.0)
+) -> np.ndarray:
+    """L2-normalised square-rooted histograms of images [N, H, W, C] in raw units → float32 [N, D].
+
+    - C = 3: the joint colour histogram, D = bins³, bin index (b0·bins + b1)·bins + b2 over bands 0, 1, 2.
+    - any other C: the per-band marginal histograms concatenated band by band, D = C·bins (a joint
+      histogram of many bands would be far too sparse to compare).
+
+    The square root (Hellinger mapping) damps the dominant bins so that cosine similarity compares the
+    whole colour distribution instead of one majority colour; the L2 normalisation makes the
+    descriptor independent of the image size.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"Need images [N, H, W, C]: got shape {images.shape}.")
+    if bins < 1 or not value_range[1] > value_range[0]:
+        raise ValueError(f"Need bins >= 1 and an increasing value range: got {bins}, {value_range}.")
+    n, height, width, channels = images.shape
+    idx = _bin_index(images.reshape(n, height * width, channels), bins, value_range)
+    if channels == 3:
+        dim = bins**3
+        flat = (idx[..., 0] * bins + idx[..., 1]) * bins + idx[..., 2]
+    else:
+        dim = channels * bins
+        flat = idx + np.arange(channels) * bins  # Offsets band c into its own block of bins.
+    flat = flat.reshape(n, -1) + (np.arange(n) * dim)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=n * dim).reshape(n, dim)
+    desc = np.sqrt(counts.astype(np.float64))
+    norms = np.linalg.norm(desc, axis=1, keepdims=True)
+    return (desc / np.where(norms > 0, norms, 1.0)).astype(np.float32)
