@@ -119,6 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 128
     config.eval.encoders = ("target", "context")  # Which encoders' descriptors to evaluate.
     config.eval.baselines = ()  # Any of: color_histogram, random_init.
+    config.eval.histogram_range = (0.0, 255.0)  # Raw pixel range binned by the colour histogram.
     return config
 
 

@@ -1,0 +1,1 @@
+"""Flax Linen modules: the ViT encoder and the narrow JEPA predictor."""

@@ -1,0 +1,74 @@
+r"""REJEPA on fMoW-RGB: 224 px RGB crops, ViT-L/16, for a TPU pod slice or a multi-GPU host.
+
+fMoW is not in the tfds catalog: convert the extracted crops (one folder per category) into an
+ArrayRecord tfds dataset once, then train from it with random access:
+
+    python -m rejepa_jax.prepare --root /data/fmow_rgb --out gs://<bucket>/tfds --name fmow_rgb \
+      --split train=train.csv --split val=val.csv
+    python -m rejepa_jax.main --config configs/fmow_rgb.py --workdir gs://<bucket>/runs/fmow \
+      --config.data.tfds_data_dir=gs://<bucket>/tfds
+
+Queries are the `val` split, the archive is `train`. `runlocal` runs a few steps of a tiny model
+on synthetic 224 px images, for tests.
+"""
+
+from rejepa_jax import config_lib
+
+
+def get_config(arg: str | None = None):
+    arg = config_lib.parse_arg(arg, model="L/16", runlocal=False)
+    config = config_lib.base_config()
+    config.total_steps = 100_000
+    config.batch_size = 2048
+    config.log_every_steps = 100
+
+    config.model.variant = arg.model
+    config.model.dtype = "bfloat16"
+    config.model.remat = True
+    config.model.predictor_width = 384
+    config.model.predictor_depth = 12
+
+    config.data.source = "tfds"
+    config.data.tfds_name = "fmow_rgb"
+    config.data.train_split = "train"
+    config.data.archive_split = "train"
+    config.data.query_split = "val"
+    config.data.image_size = 224
+    config.data.num_classes = 62
+    # ImageNet statistics in 0-255 units; recompute with `python -m rejepa_jax.stats`.
+    config.data.mean = (123.7, 116.3, 103.5)
+    config.data.std = (58.4, 57.1, 57.4)
+    config.data.num_workers = 16
+    config.data.num_threads = 16
+
+    config.optimizer.lr = 1e-3
+    config.optimizer.warmup_steps = 10_000
+    config.mesh.data = -1
+    config.mesh.fsdp = 1
+    config.checkpoint.every_steps = 2_500
+    config.eval.every_steps = 10_000
+    config.eval.batch_size = 1024
+    config.eval.baselines = ("color_histogram", "random_init")
+
+    if arg.runlocal:
+        config.data.source = "synthetic"
+        config.data.synthetic_size = 32
+        config.data.num_workers = 0
+        config.data.num_threads = 2
+        config.total_steps = 2
+        config.batch_size = 4
+        config.log_every_steps = 1
+        config.model.variant = "Ti/16"
+        config.model.depth = 1
+        config.model.dtype = "float32"
+        config.model.remat = False
+        config.model.predictor_width = 96
+        config.model.predictor_depth = 1
+        config.optimizer.warmup_steps = 1
+        config.checkpoint.every_steps = 2
+        config.eval.every_steps = 0
+        config.eval.batch_size = 16
+        config.eval.ks = (5, 10)
+        config.eval.baselines = ()
+    config.lock()
+    return config

@@ -1,0 +1,71 @@
+"""Builds the encoder and predictor modules a config describes."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from rejepa_jax.models.vit import Predictor, VisionTransformer, VitShape, parse_variant
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def encoder_shape(model_config: ml_collections.ConfigDict) -> VitShape:
+    """Width, depth, heads and patch size of the configured encoder."""
+    return parse_variant(
+        model_config.variant,
+        width=model_config.width,
+        depth=model_config.depth,
+        num_heads=model_config.num_heads,
+    )
+
+
+def compute_dtype(model_config: ml_collections.ConfigDict) -> jnp.dtype:
+    if model_config.dtype not in _DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {model_config.dtype!r}.")
+    return _DTYPES[model_config.dtype]
+
+
+def patch_grid(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """The patch grid (rows, cols) of a square `data.image_size` image."""
+    patch = encoder_shape(config.model).patch_size
+    if config.data.image_size % patch:
+        raise ValueError(
+            f"data.image_size={config.data.image_size} is not divisible by the patch size {patch} "
+            f"of model.variant={config.model.variant!r}."
+        )
+    side = config.data.image_size // patch
+    return side, side
+
+
+def build_encoder(config: ml_collections.ConfigDict) -> VisionTransformer:
+    shape = encoder_shape(config.model)
+    return VisionTransformer(
+        patch_size=shape.patch_size,
+        width=shape.width,
+        depth=shape.depth,
+        num_heads=shape.num_heads,
+        mlp_ratio=config.model.mlp_ratio,
+        dtype=compute_dtype(config.model),
+        remat=config.model.remat,
+    )
+
+
+def build_predictor(config: ml_collections.ConfigDict) -> Predictor:
+    shape = encoder_shape(config.model)
+    heads = config.model.predictor_heads or shape.num_heads
+    if config.model.predictor_width % heads or config.model.predictor_width % 4:
+        raise ValueError(
+            f"model.predictor_width={config.model.predictor_width} must be divisible by 4 and by the "
+            f"predictor's {heads} heads (model.predictor_heads)."
+        )
+    return Predictor(
+        grid=patch_grid(config),
+        encoder_width=shape.width,
+        width=config.model.predictor_width,
+        depth=config.model.predictor_depth,
+        num_heads=heads,
+        mlp_ratio=config.model.mlp_ratio,
+        dtype=compute_dtype(config.model),
+        remat=config.model.remat,
+    )

@@ -1,0 +1,215 @@
+"""Vision Transformer encoder as in the I-JEPA reference: no CLS token, fixed 2-D sin-cos positions.
+
+The encoder can run on a subset of patches (`keep_idx`): position embeddings are added before the
+tokens are gathered, so each kept token still carries its own position, and compute scales with the
+number of kept tokens. That is how the context encoder sees only the context block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# name -> (width, depth, heads), the I-JEPA / ViT sizes.
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "Ti": (192, 12, 3),
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "H": (1280, 32, 16),
+}
+
+# Every Dense kernel and the patch embedding start as trunc-normal(0.02), biases 0, as the reference.
+DENSE_INIT = nn.initializers.truncated_normal(stddev=0.02)
+LAYER_NORM_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class VitShape:
+    """Width, depth, heads and patch size of one encoder."""
+
+    width: int
+    depth: int
+    num_heads: int
+    patch_size: int
+
+
+def parse_variant(variant: str, *, width: int = 0, depth: int = 0, num_heads: int = 0) -> VitShape:
+    """Decodes 'S/16' into a VitShape; non-zero width/depth/num_heads override the size's values."""
+    size, sep, patch = variant.partition("/")
+    if size not in VIT_SIZES or not sep or not patch.isdigit():
+        raise ValueError(
+            f"model.variant must look like 'S/16' with a size in {sorted(VIT_SIZES)}; got {variant!r}."
+        )
+    base_width, base_depth, base_heads = VIT_SIZES[size]
+    shape = VitShape(width or base_width, depth or base_depth, num_heads or base_heads, int(patch))
+    if shape.width % shape.num_heads or shape.width % 4:
+        raise ValueError(
+            f"model width {shape.width} must be divisible by 4 and by the number of heads {shape.num_heads}."
+        )
+    return shape
+
+
+def posemb_sincos_2d(grid_h: int, grid_w: int, width: int) -> np.ndarray:
+    """Fixed 2-D sin-cos position embeddings [grid_h * grid_w, width], row-major tokens.
+
+    Follows the I-JEPA code: the first half of the channels encodes the column index, the second half
+    the row index; each half is [sin(pos * w_k), cos(pos * w_k)] with w_k = 10000^(-k / (width / 4)).
+    """
+    if width % 4:
+        raise ValueError(f"Position-embedding width must be divisible by 4, got {width}.")
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (np.arange(quarter, dtype=np.float64) / quarter)
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+
+    def embed_1d(pos: np.ndarray) -> np.ndarray:
+        angles = np.outer(pos.reshape(-1), omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    return np.concatenate([embed_1d(cols), embed_1d(rows)], axis=1).astype(np.float32)
+
+
+def gather_tokens(tokens: jax.Array, idx: jax.Array) -> jax.Array:
+    """Gathers tokens [B, N, D] at indices [B, K] (or [B, M, K]) along the token axis."""
+    batch = tokens.shape[0]
+    flat_idx = idx.reshape(batch, -1)
+    gathered = jnp.take_along_axis(tokens, flat_idx[..., None], axis=1)
+    return gathered.reshape(*idx.shape, tokens.shape[-1])
+
+
+class MlpBlock(nn.Module):
+    """Two-layer GELU MLP (exact GELU, as torch's default)."""
+
+    hidden: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=DENSE_INIT, name="fc1")(x)
+        x = nn.gelu(x, approximate=False)
+        return nn.Dense(width, dtype=self.dtype, kernel_init=DENSE_INIT, name="fc2")(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (with bias)."""
+
+    num_heads: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, length, width = x.shape
+        head_dim = width // self.num_heads
+        qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=DENSE_INIT, name="qkv")(x)
+        q, k, v = jnp.split(qkv.reshape(batch, length, 3, self.num_heads, head_dim), 3, axis=2)
+        out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+        out = out.reshape(batch, length, width)
+        return nn.Dense(width, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(out)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+
+    num_heads: int
+    mlp_ratio: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
+        x = x + Attention(self.num_heads, dtype=self.dtype, name="attn")(y)
+        y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
+        return x + MlpBlock(int(width * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
+
+
+class Transformer(nn.Module):
+    """`depth` pre-norm blocks and a final LayerNorm; optional rematerialisation per block."""
+
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    dtype: jnp.dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+        for i in range(self.depth):
+            x = block_cls(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}")(x)
+        return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
+
+
+class VisionTransformer(nn.Module):
+    """ViT encoder for images [B, H, W, C] with any number of bands; returns tokens [B, N, D]."""
+
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dtype: jnp.dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, images: jax.Array, keep_idx: jax.Array | None = None) -> jax.Array:
+        batch, height, width, bands = images.shape
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {p}.")
+        grid_h, grid_w = height // p, width // p
+        # A patchify + Dense is the same map as the reference's stride-p convolution.
+        patches = images.reshape(batch, grid_h, p, grid_w, p, bands).transpose(0, 1, 3, 2, 4, 5)
+        patches = patches.reshape(batch, grid_h * grid_w, p * p * bands).astype(self.dtype)
+        x = nn.Dense(self.width, dtype=self.dtype, kernel_init=DENSE_INIT, name="patch_embed")(patches)
+        x = x + jnp.asarray(posemb_sincos_2d(grid_h, grid_w, self.width), self.dtype)
+        if keep_idx is not None:
+            x = gather_tokens(x, keep_idx)
+        return Transformer(
+            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="encoder"
+        )(x)
+
+
+class Predictor(nn.Module):
+    """I-JEPA's narrow predictor: predicts target-token features from the context tokens.
+
+    Each of the M target blocks is predicted in its own sequence [context ‖ M_k mask tokens], where a
+    mask token is one shared learned vector plus the sin-cos position of its target patch.
+    """
+
+    grid: tuple[int, int]
+    encoder_width: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dtype: jnp.dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, context: jax.Array, context_idx: jax.Array, target_idx: jax.Array) -> jax.Array:
+        """context [B, Kc, D], context_idx [B, Kc], target_idx [B, M, Kt] -> predictions [B, M, Kt, D]."""
+        batch, num_context, _ = context.shape
+        _, num_targets, num_target_tokens = target_idx.shape
+        posemb = jnp.asarray(posemb_sincos_2d(*self.grid, self.width), self.dtype)[None]
+        posemb = jnp.broadcast_to(posemb, (batch, *posemb.shape[1:]))
+
+        x = nn.Dense(self.width, dtype=self.dtype, kernel_init=DENSE_INIT, name="embed")(context)
+        x = x + gather_tokens(posemb, context_idx)
+        mask_token = self.param("mask_token", DENSE_INIT, (1, 1, 1, self.width))
+        queries = mask_token.astype(self.dtype) + gather_tokens(posemb, target_idx)
+
+        x = jnp.broadcast_to(x[:, None], (batch, num_targets, num_context, self.width))
+        x = jnp.concatenate([x, queries], axis=2)
+        x = x.reshape(batch * num_targets, num_context + num_target_tokens, self.width)
+        x = Transformer(
+            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="predictor"
+        )(x)
+        x = x[:, num_context:]
+        x = nn.Dense(self.encoder_width, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(x)
+        return x.reshape(batch, num_targets, num_target_tokens, self.encoder_width)

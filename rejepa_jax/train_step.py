@@ -1,0 +1,64 @@
+"""One REJEPA update: forward, backward, AdamW step, then the EMA update of the target encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from rejepa_jax import objective, optim
+from rejepa_jax.state import TrainState
+
+TrainStepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def ema_update(target: Any, online: Any, momentum: jax.Array) -> Any:
+    """target <- momentum * target + (1 - momentum) * online, leaf by leaf."""
+    return jax.tree.map(lambda t, o: momentum * t + (1.0 - momentum) * o, target, online)
+
+
+def make_train_step(
+    config: ml_collections.ConfigDict,
+    *,
+    encoder: nn.Module,
+    predictor: nn.Module,
+    optimizer: optax.GradientTransformation,
+) -> TrainStepFn:
+    """Returns the pure (state, batch) -> (state, metrics) function that the trainer jits."""
+    total_steps = config.total_steps
+    lr_fn = optim.learning_rate_schedule(config.optimizer, total_steps)
+    wd_fn = optim.weight_decay_schedule(config.optimizer, total_steps)
+    momentum_fn = optim.ema_momentum_schedule(config.ema, total_steps)
+
+    def loss_fn(params, target_params, batch):
+        return objective.jepa_loss(
+            params, target_params, batch, encoder=encoder, predictor=predictor, objective=config.objective
+        )
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+        (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target_params, batch
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        momentum = momentum_fn(state.step)
+        target_params = ema_update(state.target_params, params["encoder"], momentum)
+        metrics = {
+            **terms,
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params),
+            "lr": lr_fn(state.step),
+            "weight_decay": wd_fn(state.step),
+            "ema_momentum": momentum,
+        }
+        new_state = TrainState(
+            step=state.step + 1, params=params, target_params=target_params, opt_state=opt_state
+        )
+        return new_state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+
+    return train_step

@@ -1,0 +1,109 @@
+"""The train step: the target encoder gets no gradient, EMA after AdamW, one trace, learning."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rejepa_jax import config_lib, objective, optim
+from rejepa_jax import state as state_lib
+from rejepa_jax.masking import MultiBlockMaskSampler
+from rejepa_jax.models import factory
+from rejepa_jax.train_step import make_train_step
+
+
+def _tiny_config():
+    config = config_lib.base_config()
+    config.batch_size = 8
+    config.total_steps = 50
+    config.data.image_size = 32
+    config.model.variant = "Ti/8"
+    config.model.width, config.model.depth, config.model.num_heads = 32, 1, 2
+    config.model.predictor_width, config.model.predictor_depth = 16, 1
+    config.optimizer.warmup_steps = 2
+    config.masks.num_targets = 2
+    config.masks.target_scale = (0.2, 0.3)
+    return config
+
+
+def _setup(config):
+    encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
+    sampler = MultiBlockMaskSampler.from_config(config.masks, factory.patch_grid(config))
+    optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
+    shapes = state_lib.batch_shapes(config.batch_size, 32, 3, sampler.shapes)
+    state = state_lib.init_train_state(
+        jax.random.key(0), encoder=encoder, predictor=predictor, optimizer=optimizer, batch=shapes
+    )
+    return encoder, predictor, sampler, optimizer, state
+
+
+def _batch(sampler, rng, batch_size=8):
+    masks = [sampler.sample(rng) for _ in range(batch_size)]
+    return {
+        "image": jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32),
+        "context_idx": jnp.asarray(np.stack([m[0] for m in masks])),
+        "target_idx": jnp.asarray(np.stack([m[1] for m in masks])),
+    }
+
+
+def test_target_starts_as_a_copy_and_receives_no_gradient():
+    config = _tiny_config()
+    encoder, predictor, sampler, _, state = _setup(config)
+    chex.assert_trees_all_equal(state.target_params, state.params["encoder"])
+    batch = _batch(sampler, np.random.default_rng(0))
+    loss_fn = functools.partial(
+        objective.jepa_loss, encoder=encoder, predictor=predictor, objective=config.objective
+    )
+    grads_online, grads_target = jax.grad(lambda p, t: loss_fn(p, t, batch)[0], argnums=(0, 1))(
+        state.params, state.target_params
+    )
+    assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads_target))
+    assert float(optim.optax.tree.norm(grads_online["encoder"])) > 0.0
+    assert float(optim.optax.tree.norm(grads_online["predictor"])) > 0.0
+
+
+def test_ema_is_applied_after_the_optimizer_update():
+    config = _tiny_config()
+    encoder, predictor, sampler, optimizer, state = _setup(config)
+    step = jax.jit(make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer))
+    old_target = jax.tree.map(np.asarray, state.target_params)
+    new_state, metrics = step(state, _batch(sampler, np.random.default_rng(1)))
+    momentum = float(metrics["ema_momentum"])
+    assert momentum == pytest.approx(0.996)
+    expected = jax.tree.map(
+        lambda t, o: momentum * t + (1 - momentum) * np.asarray(o), old_target, new_state.params["encoder"]
+    )
+    chex.assert_trees_all_close(new_state.target_params, expected, rtol=1e-6, atol=1e-7)
+    # The online encoder moved; the target moved only by (1 - m) of that.
+    assert int(new_state.step) == 1
+    assert jax.tree.structure(new_state.target_params) == jax.tree.structure(new_state.params["encoder"])
+
+
+def test_step_traces_once_across_batches_with_different_masks():
+    config = _tiny_config()
+    encoder, predictor, sampler, optimizer, state = _setup(config)
+    step_fn = chex.assert_max_traces(
+        make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer), n=1
+    )
+    step = jax.jit(step_fn, donate_argnums=0)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        state, _ = step(state, _batch(sampler, rng))
+    assert int(state.step) == 3
+
+
+def test_training_reduces_the_prediction_loss_on_a_fixed_batch():
+    config = _tiny_config()
+    config.objective.vicreg = False
+    encoder, predictor, sampler, optimizer, state = _setup(config)
+    step = jax.jit(make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer))
+    batch = _batch(sampler, np.random.default_rng(3))
+    losses = []
+    for _ in range(15):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["pred_loss"]))
+    assert losses[-1] < 0.8 * losses[0]
+    assert all(np.isfinite(losses))

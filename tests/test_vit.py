@@ -1,0 +1,95 @@
+"""ViT encoder and predictor: position embeddings, patch embedding, token subsets, shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rejepa_jax.models.vit import Predictor, VisionTransformer, gather_tokens, parse_variant, posemb_sincos_2d
+
+
+def test_parse_variant_sizes_and_overrides():
+    assert parse_variant("S/16") == parse_variant("S/16", width=0)
+    shape = parse_variant("L/14")
+    assert (shape.width, shape.depth, shape.num_heads, shape.patch_size) == (1024, 24, 16, 14)
+    assert parse_variant("Ti/8", depth=2).depth == 2
+    with pytest.raises(ValueError, match="model.variant"):
+        parse_variant("XL/16")
+    with pytest.raises(ValueError, match="divisible"):
+        parse_variant("Ti/8", width=100, num_heads=3)
+
+
+def test_posemb_follows_the_reference_layout():
+    emb = posemb_sincos_2d(3, 5, 8)
+    assert emb.shape == (15, 8)
+    # First half encodes the column: equal within a column, different across columns.
+    np.testing.assert_allclose(emb[0, :4], emb[5, :4])  # token (0,0) vs (1,0)
+    assert not np.allclose(emb[0, :4], emb[1, :4])  # (0,0) vs (0,1)
+    # Second half encodes the row.
+    np.testing.assert_allclose(emb[0, 4:], emb[1, 4:])
+    # At position 0: sin = 0, cos = 1.
+    np.testing.assert_allclose(emb[0], [0, 0, 1, 1, 0, 0, 1, 1])
+    # Column 1, lowest frequency 1: sin(1).
+    assert emb[1, 0] == pytest.approx(np.sin(1.0), rel=1e-6)
+
+
+def test_patch_embedding_equals_a_strided_convolution():
+    model = VisionTransformer(patch_size=4, width=16, depth=1, num_heads=2)
+    images = jax.random.normal(jax.random.key(0), (2, 8, 8, 5))
+    params = model.init(jax.random.key(1), images)["params"]
+    kernel = params["patch_embed"]["kernel"].reshape(4, 4, 5, 16)
+    conv = jax.lax.conv_general_dilated(
+        images, kernel, (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    patches_then_dense = jnp.einsum("bhpwqc,pqcd->bhwd", images.reshape(2, 2, 4, 2, 4, 5), kernel)
+    np.testing.assert_allclose(conv, patches_then_dense, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_shapes_and_token_subset():
+    model = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2)
+    images = jax.random.normal(jax.random.key(0), (3, 32, 32, 4))
+    params = model.init(jax.random.key(1), images)["params"]
+    full = model.apply({"params": params}, images)
+    assert full.shape == (3, 16, 32)
+    keep = jnp.array([[0, 5, 9], [1, 2, 3], [15, 14, 0]], jnp.int32)
+    subset = model.apply({"params": params}, images, keep)
+    assert subset.shape == (3, 3, 32)
+    # A subset sees fewer tokens, so it differs from gathering the full output.
+    assert not np.allclose(subset, gather_tokens(full, keep), atol=1e-4)
+    # Keeping every token in order is the full forward.
+    everything = jnp.tile(jnp.arange(16, dtype=jnp.int32), (3, 1))
+    np.testing.assert_allclose(
+        model.apply({"params": params}, images, everything), full, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    model = VisionTransformer(patch_size=8, width=32, depth=1, num_heads=2, dtype=jnp.bfloat16)
+    images = jnp.ones((1, 16, 16, 3))
+    params = model.init(jax.random.key(0), images)["params"]
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    assert model.apply({"params": params}, images).dtype == jnp.bfloat16
+
+
+def test_remat_gives_the_same_outputs():
+    images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    plain = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2)
+    remat = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2, remat=True)
+    params = plain.init(jax.random.key(1), images)["params"]
+    np.testing.assert_allclose(
+        plain.apply({"params": params}, images), remat.apply({"params": params}, images), rtol=1e-6
+    )
+
+
+def test_predictor_predicts_each_target_block_in_its_own_sequence():
+    predictor = Predictor(grid=(4, 4), encoder_width=32, width=16, depth=1, num_heads=2)
+    context = jax.random.normal(jax.random.key(0), (2, 5, 32))
+    context_idx = jnp.array([[0, 1, 2, 3, 4]] * 2, jnp.int32)
+    target_idx = jnp.array([[[8, 9], [12, 13], [10, 11]]] * 2, jnp.int32)
+    params = predictor.init(jax.random.key(1), context, context_idx, target_idx)["params"]
+    out = predictor.apply({"params": params}, context, context_idx, target_idx)
+    assert out.shape == (2, 3, 2, 32)
+    # Block 0's prediction does not depend on which other blocks are predicted with it.
+    alone = predictor.apply({"params": params}, context, context_idx, target_idx[:, :1])
+    np.testing.assert_allclose(out[:, :1], alone, rtol=1e-5, atol=1e-5)
+    assert params["mask_token"].shape == (1, 1, 1, 16)
