@@ -1,0 +1,157 @@
+"""Writes an image folder as a tfds ArrayRecord dataset, without TensorFlow.
+
+Each example keeps the original encoded file bytes (JPEG, PNG, GeoTIFF, .npy: nothing is
+re-encoded or rounded), its integer label and its file name relative to the root. The image and
+file name are `tfds.features.Tensor(shape=(), dtype=np.object_)` byte strings, which tfds
+serialises with its own protos; `tfds.features.Image` would need TensorFlow to encode. The result
+is read with `tfds.data_source(name, data_dir=out_dir)`, hence by `TfdsSource`.
+
+Every file is decoded once before it is written, so a corrupt file fails the run with its name (or
+is skipped and reported with `skip_bad`). The dataset is built in a temporary folder next to its
+destination and moved into place only when complete, so a failed run never leaves a partial one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import naming
+
+from rejepa_jax.data.decode import DataError, decode_bytes
+from rejepa_jax.data.sources import FolderSource
+
+VERSION = "1.0.0"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+    """What `write_folder_dataset` wrote: where, how many examples per split, which files it skipped."""
+
+    path: str
+    num_examples: dict[str, int]
+    skipped: dict[str, list[str]]
+
+
+class _IteratorBuilder(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
+    """An AdhocBuilder fed with (key, example) iterators.
+
+    AdhocBuilder's own `_split_generators` first checks for `tf.data.Dataset` inputs, which imports
+    TensorFlow; iterators need no such check. `code_path` (where tfds looks for download checksums)
+    is None: the dataset has no code folder, and tfds' lookup of one in an installed package needs
+    `importlib_resources`, which tfds does not install.
+    """
+
+    code_path = None
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Any]:
+        del dl_manager
+        return dict(self._split_datasets)
+
+
+def write_folder_dataset(
+    root: str,
+    out_dir: str,
+    name: str,
+    splits: Mapping[str, Sequence[str]] | None = None,
+    *,
+    split_dir: str = "",
+    skip_bad: bool = False,
+) -> PreparedDataset:
+    """Writes the images under `root` as tfds dataset `name` (or `name/config`) in `out_dir`.
+
+    `splits` maps a split name to its CSV files (see `FolderSource`); None writes every image under
+    `root` as the single split "train". Returns the dataset folder and per-split counts.
+    """
+    dataset_name, _, config_name = name.partition("/")
+    _check_name(dataset_name, name)
+    splits = dict(splits) if splits is not None else {"train": ()}
+    if not splits:
+        raise DataError("No split to write.")
+    sources = {
+        split: FolderSource(root, split_files=files, split_dir=split_dir) for split, files in splits.items()
+    }
+    final_path = os.path.join(os.path.abspath(out_dir), dataset_name, config_name, VERSION)
+    if os.path.exists(final_path):
+        raise FileExistsError(f"{final_path} already exists; remove it or choose another --name.")
+
+    skipped: dict[str, list[str]] = {split: [] for split in sources}
+    os.makedirs(out_dir, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f".{dataset_name}-incomplete-", dir=out_dir)
+    try:
+        builder = _IteratorBuilder(
+            name=dataset_name,
+            version=VERSION,
+            config=config_name or None,
+            features=_features(sources.values()),
+            split_datasets={
+                split: _examples(source, skip_bad, skipped[split]) for split, source in sources.items()
+            },
+            data_dir=tmp_dir,
+            description=f"Image folder {os.path.abspath(root)} written by rejepa_jax.prepare.",
+            file_format="array_record",
+            disable_shuffling=True,  # Keep the CSV / folder order: example i is the i-th file.
+        )
+        builder.download_and_prepare(
+            download_dir=os.path.join(tmp_dir, "downloads"),
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+            file_format="array_record",
+        )
+        os.makedirs(os.path.dirname(final_path), exist_ok=True)
+        os.rename(builder.data_dir, final_path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    num_examples = {split: len(source) - len(skipped[split]) for split, source in sources.items()}
+    return PreparedDataset(path=final_path, num_examples=num_examples, skipped=skipped)
+
+
+def _check_name(dataset_name: str, name: str) -> None:
+    if not naming.is_valid_dataset_name(dataset_name):
+        raise ValueError(f"--name {name!r}: a tfds name is lower_snake_case, optionally '/config'.")
+    if dataset_name in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(
+            f"--name {name!r} is a tfds catalog dataset, whose reader would take precedence over the "
+            "prepared files; choose another name."
+        )
+
+
+def _features(sources: Sequence[FolderSource]) -> tfds.features.FeaturesDict:
+    """Labels are a ClassLabel (keeping the class names) when every label indexes the class list."""
+    class_names = next(iter(sources)).class_names
+    labels_in_range = all(0 <= label < len(class_names) for source in sources for label in source.labels)
+    if class_names and labels_in_range:
+        label_feature = tfds.features.ClassLabel(names=class_names)
+    else:
+        label_feature = tfds.features.Tensor(shape=(), dtype=np.int64)
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+            "label": label_feature,
+            "filename": tfds.features.Tensor(shape=(), dtype=np.object_),
+        }
+    )
+
+
+def _examples(source: FolderSource, skip_bad: bool, skipped: list[str]) -> Iterator[tuple[int, dict]]:
+    """(index, example) for each readable file; a bad file raises, or is appended to `skipped`."""
+    for index in range(len(source)):
+        record = source[index]
+        try:
+            try:
+                with open(record["path"], "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise DataError(f"Cannot read {record['path']}: {e}") from e
+            decode_bytes(data, record["path"])
+        except DataError as e:
+            if not skip_bad:
+                raise DataError(f"{e} (pass --skip_bad to skip and count bad files)") from e
+            skipped.append(str(e))
+            continue
+        yield index, {"image": data, "label": record["label"], "filename": record["id"]}
