@@ -65,5 +65,10 @@ def main(argv: Sequence[str]) -> None:
     print(f"Wrote {result.path}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`rejepa-prepare`)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

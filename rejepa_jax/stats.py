@@ -114,5 +114,10 @@ def main(argv: Sequence[str]) -> None:
     print(override_flags(stats.mean, stats.std))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`rejepa-stats`)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

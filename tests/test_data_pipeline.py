@@ -67,6 +67,21 @@ def test_per_host_batches_split_the_global_batch():
         pipeline.make_train_iterator(config, _sampler(config), process_count=3)
 
 
+def test_host_slices_interleave_into_the_single_host_batches():
+    """An example's crop and masks depend on its global position only, not on the host count."""
+    config = _sample_config()
+    config.batch_size = 8
+    single = _take(pipeline.make_train_iterator(config, _sampler(config)), 2)
+    hosts = [
+        _take(pipeline.make_train_iterator(config, _sampler(config), process_index=i, process_count=2), 2)
+        for i in range(2)
+    ]
+    for step in range(2):
+        for key in ("image", "context_idx", "target_idx"):
+            np.testing.assert_array_equal(single[step][key][0::2], hosts[0][step][key])
+            np.testing.assert_array_equal(single[step][key][1::2], hosts[1][step][key])
+
+
 def test_same_seed_same_batches_other_seed_other_batches():
     config = _sample_config()
     first = _take(pipeline.make_train_iterator(config, _sampler(config)), 3)
@@ -232,6 +247,16 @@ def test_eval_skip_bad_drops_and_counts_including_trailing_bad_records(tmp_path)
     assert not set(rows["id"][rows["valid"]].tolist()) & set(bad)
     assert rows["skipped"][3] == 1 and rows["id"][3] == "img_004.png"  # After the bad img_003.
     assert rows["skipped"][17] == 2 and not rows["valid"][17]  # The two trailing bad files.
+
+
+def test_eval_with_worker_processes_matches_in_process_reading(tmp_path):
+    folder_with_corrupt_files(tmp_path, total=13, bad_indices=(0, 12))
+    config = small_config(tmp_path, skip_bad=True)
+    expected, _ = _eval_rows(config, "archive", 4)
+    config.data.num_workers = 2
+    actual, rows = _eval_rows(config, "archive", 4)
+    _assert_same_batches(expected, actual)
+    assert rows["valid"].sum() == 11 and rows["skipped"].sum() == 2
 
 
 def test_eval_iterator_resumes_from_its_state():

@@ -96,10 +96,13 @@ def test_bad_split_files_are_errors(tmp_path):
     class_folder(tmp_path, {"a": 1})
     _write_csv(tmp_path / "empty.csv", [])
     _write_csv(tmp_path / "no_filename.csv", [("a/a_000.png",)], columns=("path",))
+    _write_csv(tmp_path / "named_label.csv", [(0, "a/a_000.png", "forest")])
     with pytest.raises(DataError, match="empty.csv lists no images"):
         FolderSource(str(tmp_path), split_files=("empty.csv",))
     with pytest.raises(DataError, match="no 'Filename' column"):
         FolderSource(str(tmp_path), split_files=("no_filename.csv",))
+    with pytest.raises(DataError, match="named_label.csv, line 2: Label 'forest' is not an integer"):
+        FolderSource(str(tmp_path), split_files=("named_label.csv",))
     with pytest.raises(DataError, match="absent.csv"):
         FolderSource(str(tmp_path), split_files=("absent.csv",))
 

@@ -55,7 +55,7 @@ def decode_record(record: Mapping[str, Any], channels: int, bands: Sequence[int]
     else:
         name = str(record.get("id", "<record>"))
         value = record["image"]
-        if isinstance(value, bytes | np.bytes_):
+        if isinstance(value, bytes):  # Also numpy.bytes_, a bytes subclass.
             image = decode_bytes(bytes(value), name)
         else:
             image = array_to_hwc(np.asarray(value), name)

@@ -100,19 +100,20 @@ class FolderSource:
             raise DataError(f"Split file {path} lists no images.")
         ids, labels = [], []
         for line, row in enumerate(rows, start=2):
-            rel = os.path.normpath(row["Filename"])
+            rel = os.path.normpath(row["Filename"] or "")
             if not os.path.isfile(os.path.join(self.root, rel)):
                 raise DataError(
                     f"{path}, line {line}: {os.path.join(self.root, rel)} does not exist "
                     "(Filename is relative to data.root)."
                 )
             raw_label = (row.get("Label") or "").strip()
-            try:
-                label = int(raw_label) if raw_label else self._folder_label(rel, path)
-            except ValueError as e:
-                raise DataError(f"{path}, line {line}: Label {raw_label!r} is not an integer.") from e
+            if not raw_label:
+                labels.append(self._folder_label(rel, path))
+            elif raw_label.lstrip("-").isdigit():
+                labels.append(int(raw_label))
+            else:
+                raise DataError(f"{path}, line {line}: Label {raw_label!r} is not an integer.")
             ids.append(rel)
-            labels.append(label)
         return ids, labels
 
     def _folder_label(self, rel: str, where: str) -> int:
