@@ -8,7 +8,7 @@ Each checkpoint step holds three items:
 
 Orbax writes each step to a temporary folder and renames it into place, so a killed save never
 replaces a completed checkpoint. A latest step that cannot be read (truncated or corrupt files) is
-reported and the previous step is used.
+reported, renamed to `<step>.unreadable` (kept, never deleted) and the previous step is used.
 """
 
 from __future__ import annotations
@@ -102,31 +102,34 @@ class Checkpointer:
         )
 
     def restore_latest(
-        self, abstract_state: Any, data_iterator: grain.DatasetIterator, fingerprint: dict[str, Any]
+        self,
+        abstract_state: Any,
+        data_iterator: grain.DatasetIterator | None,
+        fingerprint: dict[str, Any],
     ) -> tuple[int, Any] | None:
         """Restores the newest readable step into `abstract_state`'s shardings; None if there is none.
 
-        `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying the target shardings.
+        `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying the target shardings. The data
+        iterator, when given, is set to the state it had at that step.
         """
         steps = self.all_steps()
         for i, step in enumerate(reversed(steps)):
             self._check_compatible(step, fingerprint)
+            items = {"state": ocp.args.StandardRestore(abstract_state)}
+            if data_iterator is not None:
+                items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator)
             try:
-                restored = self._manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        data_iter=grain.checkpoint.CheckpointRestore(data_iterator),
-                    ),
-                )
+                restored = self._manager.restore(step, args=ocp.args.Composite(**items))
             except Exception as error:  # Orbax raises many types for damaged files.
                 remaining = len(steps) - i - 1
+                kept = self._set_aside(step)
                 logging.error(
-                    "Checkpoint step %d in %s cannot be restored (%s: %s); %s",
+                    "Checkpoint step %d in %s cannot be restored (%s: %s); moved to %s; %s",
                     step,
                     self.directory,
                     type(error).__name__,
                     str(error).splitlines()[0] if str(error) else "",
+                    kept,
                     "trying the previous step." if remaining else "no older step is left.",
                 )
                 continue
@@ -137,6 +140,18 @@ class Checkpointer:
                 "see the errors above. Move the folder away to start from scratch."
             )
         return None
+
+    def _set_aside(self, step: int) -> Path:
+        """Renames an unreadable step out of Orbax's view (kept for inspection, never deleted)."""
+        target = self.directory / f"{step}.unreadable"
+        if jax.process_index() == 0:
+            suffix = 0
+            while target.exists():
+                suffix += 1
+                target = self.directory / f"{step}.unreadable-{suffix}"
+            (self.directory / str(step)).rename(target)
+        self._manager.reload()
+        return target
 
     def _check_compatible(self, step: int, fingerprint: dict[str, Any]) -> None:
         meta_file = self.directory / str(step) / "meta" / "metadata"

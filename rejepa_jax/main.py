@@ -7,6 +7,8 @@ the closest valid keys.
 
 from __future__ import annotations
 
+import logging as python_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -19,12 +21,26 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metric
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraryInfo(python_logging.Filter):
+    """Drops INFO chatter of Orbax and Grain (every save and restore); keeps their warnings."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        noisy = any(part in record.pathname for part in ("/orbax/", "/grain/", "/jax/_src/"))
+        return record.levelno >= python_logging.WARNING or not noisy
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietLibraryInfo())
     logging.info("Config:\n%s", _CONFIG.value)
     trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console-script entry point (`rejepa-train`)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -36,6 +36,11 @@ def _to_plain_dict(config: Any) -> dict:
     raise TypeError(f"Expected a mapping or a ConfigDict, got {type(config).__name__}.")
 
 
+def tensorboard_tag(name: str) -> str:
+    """TensorBoard tags allow no '@': `p@10` becomes `p_at_10` (the JSONL keeps the original name)."""
+    return name.replace("@", "_at_")
+
+
 class MetricWriter:
     """Writes `config.json`, `metrics.jsonl` and `tensorboard/` under `workdir` when `enabled`."""
 
@@ -72,7 +77,7 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self._jsonl.flush()
         for name, value in values.items():
-            self._tensorboard.add_scalar(name, value, global_step=step)
+            self._tensorboard.add_scalar(tensorboard_tag(name), value, global_step=step)
         self._tensorboard.flush()
 
     def write_text(self, step: int, tag: str, text: str) -> None:

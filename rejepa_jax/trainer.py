@@ -11,15 +11,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
+import optax
 from absl import logging
 
 from rejepa_jax import checkpoint, config_lib, optim, sharding
@@ -29,71 +32,144 @@ from rejepa_jax.evaluation.retrieval_eval import RetrievalEvaluator, format_tabl
 from rejepa_jax.masking import MultiBlockMaskSampler
 from rejepa_jax.metric_writer import MetricWriter
 from rejepa_jax.models import factory
-from rejepa_jax.progress import TrainProgress
+from rejepa_jax.progress import Throughput, TrainProgress
 from rejepa_jax.train_step import make_train_step
 
 RESULTS_FILE = "retrieval.json"
+# Training values shown on the console line (all of them go to metrics.jsonl and TensorBoard).
+CONSOLE_KEYS = ("loss", "pred_loss", "vicreg_variance", "vicreg_covariance", "lr")
 
 
 class NonFiniteLossError(FloatingPointError):
     """A logged training value became NaN or infinite."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, dict[str, float]]:
-    """Trains (or resumes) in `workdir`, then evaluates retrieval; returns metrics per descriptor."""
+class RetraceError(RuntimeError):
+    """The train step was traced a second time: some input changed shape or dtype."""
+
+
+def _trace_once(step_fn: Any) -> Any:
+    """Wraps the step so that a second trace (a silent recompile) fails loudly at trace time."""
+    traces = 0
+
+    def step(state: Any, batch: dict[str, Any]) -> Any:
+        nonlocal traces
+        traces += 1
+        if traces > 1:
+            shapes = {k: (v.shape, v.dtype) for k, v in batch.items()}
+            raise RetraceError(f"The train step was traced again (batch {shapes}); shapes must stay static.")
+        return step_fn(state, batch)
+
+    return step
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """Everything derived from the config before any array exists: modules, shapes, shardings."""
+
+    mesh: jax.sharding.Mesh
+    encoder: nn.Module
+    predictor: nn.Module
+    sampler: MultiBlockMaskSampler
+    optimizer: optax.GradientTransformation
+    batch: dict[str, jax.ShapeDtypeStruct]
+    init_fn: Callable[[jax.Array], state_lib.TrainState]
+    abstract_state: Any  # ShapeDtypeStructs carrying the target shardings.
+    state_sharding: Any
+    fingerprint: dict[str, Any]
+
+
+def build_run(config: ml_collections.ConfigDict) -> RunSetup:
+    """Mesh, models, masks and optimizer; then the state's shapes (jax.eval_shape) and shardings."""
     config_lib.validate(config)
-    workdir = Path(workdir)
-    is_main = jax.process_index() == 0
-    total_steps = config.total_steps
     if config.batch_size % jax.process_count():
         raise ValueError(
             f"batch_size={config.batch_size} is not divisible by {jax.process_count()} processes."
         )
-
-    # ---- Mesh, models, masks, optimizer, data ----
     mesh = sharding.make_mesh(config.mesh)
     encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
     sampler = MultiBlockMaskSampler.from_config(config.masks, factory.patch_grid(config))
-    optimizer = optim.make_optimizer(config.optimizer, total_steps)
-    train_iter = pipeline.make_train_iterator(
-        config, sampler, process_index=jax.process_index(), process_count=jax.process_count()
-    )
-    logging.info("Masks per image: %s on a %s patch grid.", sampler.shapes, sampler.grid)
-
-    # ---- Shapes, shardings, then the state: restored or initialised already sharded ----
+    optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
     batch = state_lib.batch_shapes(
         config.batch_size, config.data.image_size, config.data.channels, sampler.shapes
     )
     init_fn = functools.partial(
         state_lib.init_train_state, encoder=encoder, predictor=predictor, optimizer=optimizer, batch=batch
     )
-    rng = jax.random.key(config.seed)
-    abstract_state = jax.eval_shape(init_fn, rng)
-    state_sharding = sharding.state_shardings(abstract_state, mesh)
-    fingerprint = checkpoint.compatibility_fingerprint(config, abstract_state)
-    checkpointer = checkpoint.Checkpointer(
-        workdir / "checkpoints",
+    shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
+    state_sharding = sharding.state_shardings(shapes, mesh)
+    abstract_state = jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), shapes, state_sharding
+    )
+    return RunSetup(
+        mesh=mesh,
+        encoder=encoder,
+        predictor=predictor,
+        sampler=sampler,
+        optimizer=optimizer,
+        batch=batch,
+        init_fn=init_fn,
+        abstract_state=abstract_state,
+        state_sharding=state_sharding,
+        fingerprint=checkpoint.compatibility_fingerprint(config, shapes),
+    )
+
+
+def make_checkpointer(config: ml_collections.ConfigDict, workdir: str | Path) -> checkpoint.Checkpointer:
+    return checkpoint.Checkpointer(
+        Path(workdir) / "checkpoints",
         every_steps=config.checkpoint.every_steps,
         keep=config.checkpoint.keep,
         async_save=config.checkpoint.async_save,
     )
-    abstract_with_sharding = jax.tree.map(
-        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
-        abstract_state,
-        state_sharding,
-    )
-    restored = checkpointer.restore_latest(abstract_with_sharding, train_iter, fingerprint)
+
+
+def restore_final_params(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """The newest good checkpoint's params {encoder, predictor, target} (no data iterator needed)."""
+    run = build_run(config)
+    checkpointer = make_checkpointer(config, workdir)
+    try:
+        restored = checkpointer.restore_latest(run.abstract_state, None, run.fingerprint)
+    finally:
+        checkpointer.close()
     if restored is None:
-        start_step, state = 0, jax.jit(init_fn, out_shardings=state_sharding)(rng)
+        raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}.")
+    state = restored[1]
+    return {**state.params, "target": state.target_params}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, dict[str, float]]:
+    """Trains (or resumes) in `workdir`, then evaluates retrieval; returns metrics per descriptor."""
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    total_steps = config.total_steps
+
+    # ---- Mesh, models, masks, optimizer, shapes and shardings; then data ----
+    run = build_run(config)
+    mesh, encoder = run.mesh, run.encoder
+    state_sharding, fingerprint = run.state_sharding, run.fingerprint
+    train_iter = pipeline.make_train_iterator(
+        config, run.sampler, process_index=jax.process_index(), process_count=jax.process_count()
+    )
+    logging.info("Masks per image: %s on a %s patch grid.", run.sampler.shapes, run.sampler.grid)
+
+    # ---- The state: restored (with the data-iterator state) or initialised already sharded ----
+    checkpointer = make_checkpointer(config, workdir)
+    restored = checkpointer.restore_latest(run.abstract_state, train_iter, fingerprint)
+    if restored is None:
+        start_step = 0
+        state = jax.jit(run.init_fn, out_shardings=state_sharding)(jax.random.key(config.seed))
     else:
         start_step, state = restored
         logging.info("Resumed from step %d in %s.", start_step, checkpointer.directory)
 
     # ---- The step ----
     replicated = sharding.replicated(mesh)
-    batch_sharding = {k: sharding.batch_sharding(mesh) for k in batch}
+    batch_sharding = {k: sharding.batch_sharding(mesh) for k in run.batch}
     step_fn = jax.jit(
-        make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer),
+        _trace_once(
+            make_train_step(config, encoder=encoder, predictor=run.predictor, optimizer=run.optimizer)
+        ),
         in_shardings=(state_sharding, batch_sharding),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
@@ -103,40 +179,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     writer.write_config(config)
     evaluator = RetrievalEvaluator(config, encoder, mesh)
     progress = TrainProgress(total_steps, start_step, enabled=is_main)
-    skipped_records = 0
-    last_log_time, last_log_step = time.perf_counter(), start_step
-    results: dict[str, dict[str, float]] = {}
+    throughput = Throughput(config.batch_size)
+    throughput.update(start_step)
+    skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
 
     # ---- Loop ----
     try:
         for step in range(start_step + 1, total_steps + 1):
             host_batch = next(train_iter)
             skipped_records += int(host_batch.pop("skipped").sum())
-            state, metrics = step_fn(state, sharding.global_batch(host_batch, mesh))
+            device_batch = sharding.global_batch(host_batch, mesh)
+            with jax.transfer_guard("disallow"):  # No implicit host<->device copies in the step.
+                state, metrics = step_fn(state, device_batch)
 
             is_last = step == total_steps
             log_now = step % config.log_every_steps == 0 or is_last
             save_now = step % config.checkpoint.every_steps == 0 or is_last
-            if log_now or save_now:
+            if log_now or save_now:  # The only host syncs of the loop.
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 _check_finite(values, step, checkpointer)
-                if log_now:
-                    now = time.perf_counter()
-                    images_per_second = (
-                        (step - last_log_step) * config.batch_size / max(now - last_log_time, 1e-9)
-                    )
-                    last_log_time, last_log_step = now, step
-                    scalars = {f"train/{k}": v for k, v in values.items()}
-                    scalars["train/images_per_second"] = images_per_second
-                    scalars["data/skipped_records"] = float(skipped_records)
-                    writer.write_scalars(step, scalars)
-                    progress.update(step, values, images_per_second)
+            if log_now:
+                rate = throughput.update(step)
+                scalars = {f"train/{k}": v for k, v in values.items()}
+                scalars["train/images_per_second"] = rate
+                scalars["data/skipped_records"] = float(skipped_records)
+                writer.write_scalars(step, scalars)
+                progress.update(step, {k: values[k] for k in CONSOLE_KEYS}, rate)
             if save_now:
                 checkpointer.save(step, state, train_iter, fingerprint, force=True)
-            if (config.eval.every_steps and step % config.eval.every_steps == 0) or is_last:
-                results = _evaluate(config, evaluator, state, encoder, writer, step)
-        if start_step >= total_steps:  # Already trained: evaluate what is there.
-            results = _evaluate(config, evaluator, state, encoder, writer, start_step)
+            if config.eval.every_steps and step % config.eval.every_steps == 0 and not is_last:
+                _evaluate(config, evaluator, state, encoder, writer, step)
+        progress.close()
+        results = _evaluate(config, evaluator, state, encoder, writer, max(start_step, total_steps))
     finally:
         progress.close()
         checkpointer.close()

@@ -11,7 +11,14 @@ from data_fixtures import random_rgb, write_corrupt_jpeg, write_png
 from PIL import Image
 
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import BadImageError, BandCountError, DataError, decode_bytes, decode_record
+from rejepa_jax.data.decode import (
+    BadImageError,
+    BandCountError,
+    DataError,
+    decode_bytes,
+    decode_record,
+    stack_bands,
+)
 
 
 def _decode_file(path, channels, bands=()):
@@ -182,3 +189,14 @@ def test_normalize_per_band_and_checks_lengths():
     np.testing.assert_allclose(out[0, 0], [3.0, 4.0])
     with pytest.raises(ValueError, match=r"data\.mean has 3"):
         augment.normalize(image, (1.0, 2.0, 3.0), (1.0, 1.0, 1.0))
+
+
+def test_stack_bands_upsamples_coarse_bands_to_the_finest_grid():
+    fine = np.arange(16, dtype=np.float32).reshape(4, 4)
+    coarse = np.full((2, 2), 7.0, dtype=np.float32)
+    stacked = stack_bands([fine, coarse], "example")
+    assert stacked.shape == (4, 4, 2) and stacked.dtype == np.float32
+    np.testing.assert_array_equal(stacked[..., 0], fine)
+    np.testing.assert_allclose(stacked[..., 1], 7.0)
+    with pytest.raises(BadImageError, match="example"):
+        stack_bands([fine, np.zeros((2, 2, 2))], "example")

@@ -95,6 +95,25 @@ def array_to_hwc(image: np.ndarray, name: str) -> np.ndarray:
     return _to_float32(image, name)
 
 
+def stack_bands(bands: Sequence[np.ndarray], name: str) -> np.ndarray:
+    """Stacks single-band 2-D arrays into float32 [H, W, C] on the finest band's grid.
+
+    Catalog datasets such as BigEarthNet store each Sentinel-2 band as its own feature at its
+    native resolution (10, 20 or 60 m); coarser bands are upsampled bilinearly to the finest one.
+    """
+    arrays = [np.asarray(band, dtype=np.float32) for band in bands]
+    if any(a.ndim != 2 or 0 in a.shape for a in arrays):
+        raise BadImageError(f"Cannot stack {name}: every band must be a non-empty 2-D array.")
+    height, width = max(a.shape for a in arrays)
+    resized = [
+        a
+        if a.shape == (height, width)
+        else np.asarray(Image.fromarray(a, mode="F").resize((width, height), Image.BILINEAR))
+        for a in arrays
+    ]
+    return np.stack(resized, axis=-1)
+
+
 def select_bands(image: np.ndarray, channels: int, bands: Sequence[int], name: str) -> np.ndarray:
     """Keeps `bands` (all when empty) and checks that `channels` bands remain."""
     found = image.shape[-1]

@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from rejepa_jax.data.decode import DataError
+from rejepa_jax.data.decode import DataError, stack_bands
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy")
 LABEL_MAP_FILE = "label_map.json"
@@ -161,8 +161,9 @@ class TfdsSource:
     """A tfds dataset split read through `tfds.data_source` (ArrayRecord), without TensorFlow.
 
     Records are `{"image": array or encoded bytes, "id": "<split>:<index>", "label": ...}`; the
-    label is -1 when `label_key` is empty. The tfds reader is opened lazily, so the source pickles
-    cheaply into grain worker processes.
+    label is -1 when `label_key` is empty. `image_key` may list several comma-separated features,
+    one band each (e.g. BigEarthNet's "B01,B02,..."); they are stacked in that order. The tfds
+    reader is opened lazily, so the source pickles cheaply into grain worker processes.
     """
 
     def __init__(
@@ -171,11 +172,12 @@ class TfdsSource:
         self.name = name
         self.split = split
         self.data_dir = data_dir
-        self.image_key = image_key
+        self.image_keys = tuple(k.strip() for k in image_key.split(",") if k.strip())
         self.label_key = label_key
         self._reader = None
         features = self._open().dataset_info.features
-        for key, flag in ((image_key, "data.image_key"), (label_key, "data.label_key")):
+        wanted = [(key, "data.image_key") for key in self.image_keys] + [(label_key, "data.label_key")]
+        for key, flag in wanted:
             if key and key not in features:
                 raise DataError(
                     f"tfds dataset {name!r} has no feature {key!r} ({flag}); features: {sorted(features)}."
@@ -203,8 +205,12 @@ class TfdsSource:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         example = self._open()[index]
+        if len(self.image_keys) == 1:
+            image = example[self.image_keys[0]]
+        else:
+            image = stack_bands([example[k] for k in self.image_keys], f"{self.name} {self.split}:{index}")
         return {
-            "image": example[self.image_key],
+            "image": image,
             "id": f"{self.split}:{index}",
             "label": example[self.label_key] if self.label_key else -1,
         }

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Tests: installs what it needs, checks style, then runs the whole test suite on the CPU.
+# Usage: bash launch/test.sh [extra pytest arguments]
+set -euo pipefail
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=launch/setup_env.sh
+source "${repo_root}/launch/setup_env.sh"
+cd "${repo_root}"
+ruff check .
+ruff format --check .
+python -m pytest tests -q "$@"

@@ -1,0 +1,242 @@
+"""End-to-end runs of the trainer: every config's runlocal variant, resume, and bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from data_fixtures import folder_with_corrupt_files
+
+from rejepa_jax import config_lib, trainer
+from rejepa_jax.checkpoint import IncompatibleCheckpointError
+from rejepa_jax.data.array_record_dataset import write_folder_dataset
+from rejepa_jax.data.decode import BadImageError, BandCountError, DataError
+from rejepa_jax.metric_writer import read_metrics
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def load_config(name: str, arg: str = "runlocal"):
+    spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny_demo(**overrides):
+    """configs/demo.py:runlocal, shrunk further so each run compiles in seconds."""
+    config = load_config("demo")
+    config.unlock()
+    config.model.width, config.model.num_heads, config.model.depth = 64, 2, 1
+    config.model.predictor_width = 32
+    config.eval.baselines = ()
+    config.eval.encoders = ("target",)
+    config.eval.ks = (5, 10)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition("__")
+        (config[section] if section else config)[key] = value
+    config.lock()
+    return config
+
+
+def _losses(workdir: Path) -> dict[int, float]:
+    return {row["step"]: row["train/loss"] for row in read_metrics(workdir) if "train/loss" in row}
+
+
+@pytest.mark.parametrize(
+    ("name", "arg"),
+    [
+        ("demo", "runlocal"),
+        ("eurosat", "runlocal"),
+        ("bigearthnet_s2", "runlocal"),
+        ("fmow_rgb", "runlocal"),
+    ],
+)
+def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, name, arg):
+    config = load_config(name, arg)
+    results = trainer.train_and_evaluate(config, tmp_path)
+    rows = read_metrics(tmp_path)
+    logged = [row["step"] for row in rows if "train/loss" in row]
+    assert logged[-1] == config.total_steps
+    assert all(np.isfinite(row["train/loss"]) for row in rows if "train/loss" in row)
+    assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == config.total_steps
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "checkpoints" / str(config.total_steps)).is_dir()
+    saved = json.loads((tmp_path / trainer.RESULTS_FILE).read_text())
+    assert (
+        saved.keys()
+        == results.keys()
+        == {f"rejepa_{e}" for e in config.eval.encoders} | set(config.eval.baselines)
+    )
+    for report in results.values():
+        for k in config.eval.ks:
+            assert 0.0 <= report[f"p@{k}"] <= 1.0
+            assert 0.0 <= report[f"map@{k}/retrieved"] <= 1.0
+        if config.data.multi_label:
+            assert 0.0 <= report[f"f1@{config.eval.ks[0]}"] <= 1.0
+
+
+def test_demo_reports_the_baselines_beside_the_model(tmp_path):
+    config = tiny_demo(total_steps=2, eval__baselines=("color_histogram", "random_init"))
+    results = trainer.train_and_evaluate(config, tmp_path)
+    assert set(results) == {"rejepa_target", "color_histogram", "random_init"}
+    # The colour histogram is far above chance (0.1) on EuroSAT.
+    assert results["color_histogram"]["p@5"] > 0.3
+
+
+def test_eurosat_config_reads_a_prepared_tfds_dataset(tmp_path):
+    data_dir = tmp_path / "tfds"
+    write_folder_dataset(
+        config_lib.SAMPLE_ROOT,
+        data_dir,
+        "eurosat_sample",
+        splits={"archive": ("archive.csv",), "query": ("query.csv",)},
+    )
+    config = load_config("eurosat", "source=tfds,runlocal")
+    config.unlock()
+    config.data.tfds_name = "eurosat_sample"
+    config.data.tfds_data_dir = str(data_dir)
+    config.data.train_split = config.data.archive_split = "archive"
+    config.data.query_split = "query"
+    config.lock()
+    results = trainer.train_and_evaluate(config, tmp_path / "run")
+    assert 0.0 <= results["rejepa_target"]["p@5"] <= 1.0
+
+
+def test_resume_gives_bit_identical_losses_and_params(tmp_path):
+    config = tiny_demo(total_steps=6, log_every_steps=1, checkpoint__every_steps=3)
+    full = tmp_path / "full"
+    trainer.train_and_evaluate(config, full)
+
+    # An interrupted run: the same workdir as it was after step 3's checkpoint.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "6")
+    metrics = (resumed / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in metrics if json.loads(line)["step"] <= 3]
+    (resumed / "metrics.jsonl").write_text("\n".join(kept) + "\n")
+
+    trainer.train_and_evaluate(config, resumed)
+    rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]  # Resumed at 4.
+    assert _losses(resumed) == _losses(full)  # Bit for bit: float equality, not closeness.
+
+    def final_params(workdir):
+        restored = trainer.restore_final_params(config, workdir)
+        return jax.tree.leaves(restored)
+
+    for a, b in zip(final_params(full), final_params(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rerunning_a_finished_run_only_evaluates(tmp_path):
+    config = tiny_demo(total_steps=2)
+    first = trainer.train_and_evaluate(config, tmp_path)
+    second = trainer.train_and_evaluate(config, tmp_path)
+    assert first == second
+    assert [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r] == [2]
+
+
+def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
+    config = tiny_demo(total_steps=3, log_every_steps=1)
+    trainer.train_and_evaluate(config, tmp_path / "a")
+    trainer.train_and_evaluate(config, tmp_path / "b")
+    trainer.train_and_evaluate(tiny_demo(total_steps=3, log_every_steps=1, seed=1), tmp_path / "c")
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert _losses(tmp_path / "a") != _losses(tmp_path / "c")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    # A learning rate that jumps from 1e-4 to 1e30 after the first steps makes the params overflow.
+    config = tiny_demo(
+        total_steps=8,
+        log_every_steps=1,
+        checkpoint__every_steps=1,
+        optimizer__start_lr=1e-4,
+        optimizer__lr=1e30,
+        optimizer__warmup_steps=4,
+        checkpoint__async_save=False,
+    )
+    with pytest.raises(trainer.NonFiniteLossError, match="Non-finite") as error:
+        trainer.train_and_evaluate(config, tmp_path)
+    failed_step = int(str(error.value).split("step ")[1].split(":")[0])
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and saved[-1] == failed_step - 1
+    assert f"the last good checkpoint is step {saved[-1]}" in str(error.value)
+    params = trainer.restore_final_params(config, tmp_path)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_incompatible_checkpoint_names_the_differing_key(tmp_path):
+    trainer.train_and_evaluate(tiny_demo(total_steps=2), tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match=r"model\.depth: checkpoint 1, config 2"):
+        trainer.train_and_evaluate(tiny_demo(total_steps=4, model__depth=2), tmp_path)
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    config = tiny_demo(total_steps=4, checkpoint__every_steps=2, log_every_steps=1)
+    trainer.train_and_evaluate(config, tmp_path)
+    # Damage every array file of the newest checkpoint.
+    damaged = 0
+    for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+            damaged += 1
+    assert damaged
+    longer = tiny_demo(total_steps=6, checkpoint__every_steps=2, log_every_steps=1)
+    trainer.train_and_evaluate(longer, tmp_path)
+    assert "Checkpoint step 4" in caplog.text and "cannot be restored" in caplog.text
+    # Steps 3 and 4 were trained again from step 2's checkpoint.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps.count(3) == 2 and steps.count(4) >= 2
+
+
+def test_corrupt_image_stops_with_its_name_or_is_skipped_and_counted(tmp_path):
+    root = tmp_path / "images"
+    bad = folder_with_corrupt_files(root, total=24, bad_indices=(3, 11), size=64)
+    base = {
+        "total_steps": 3,
+        "log_every_steps": 1,
+        "batch_size": 8,
+        "data__root": str(root),
+        "data__train_split": "",
+        "data__archive_split": "",
+        "data__query_split": "",
+        "data__mean": (127.5,) * 3,
+        "data__std": (64.0,) * 3,
+    }
+    with pytest.raises(BadImageError, match=bad[0] + "|" + bad[1]):
+        trainer.train_and_evaluate(tiny_demo(**base), tmp_path / "strict")
+    trainer.train_and_evaluate(tiny_demo(**base, data__skip_bad=True), tmp_path / "skip")
+    rows = read_metrics(tmp_path / "skip")
+    # 3 steps x 8 images from 24 records with 2 bad ones: at least one bad record was crossed.
+    assert rows[-1]["data/skipped_records"] >= 1
+
+
+def test_band_count_mismatch_is_a_clear_error(tmp_path):
+    config = tiny_demo(total_steps=1, data__channels=4, data__mean=(100.0,) * 4, data__std=(50.0,) * 4)
+    with pytest.raises(BandCountError, match=r"expected 4 band\(s\) \(data.channels\) but found 3"):
+        trainer.train_and_evaluate(config, tmp_path)
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = tiny_demo(
+        data__root=str(empty), data__train_split="", data__archive_split="", data__query_split=""
+    )
+    with pytest.raises(DataError, match=str(empty)):
+        trainer.train_and_evaluate(config, tmp_path / "run")
+
+
+def test_the_step_refuses_to_trace_twice():
+    step = jax.jit(trainer._trace_once(lambda state, batch: (state, batch["x"].sum())))
+    step(0, {"x": np.ones(3)})
+    step(1, {"x": np.ones(3)})
+    with pytest.raises(trainer.RetraceError, match="traced again"):
+        step(0, {"x": np.ones(4)})
