@@ -152,6 +152,33 @@ def suggest(key: str, valid: Any) -> str:
     return f" Did you mean {', '.join(repr(k) for k in close)}?" if close else ""
 
 
+def dotted_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf key as 'section.key'."""
+    keys = []
+    for key in config:
+        value = config[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(dotted_keys(value, prefix=f"{prefix}{key}."))
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+def check_override_flags(argv: list[str]) -> None:
+    """Rejects `--config.<key>=...` flags whose key is not in the schema, suggesting the closest.
+
+    ml_collections reports such a key with a bare AttributeError deep in flag parsing; checking the
+    command line first gives an error that names the flag.
+    """
+    valid = dotted_keys(base_config())
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config.") :].split("=", 1)[0]
+        if key not in valid:
+            raise ValueError(f"Unknown config key {key!r} in {arg!r}.{suggest(key, valid)}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks that `config` has exactly the schema's keys, naming any unknown one.
 

@@ -8,11 +8,12 @@ the closest valid keys.
 from __future__ import annotations
 
 import logging as python_logging
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rejepa_jax import trainer
+from rejepa_jax import config_lib, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally ':args'.", lock_config=True
@@ -39,6 +40,10 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`rejepa-train`)."""
+    try:
+        config_lib.check_override_flags(sys.argv[1:])
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     app.run(main)
 
 

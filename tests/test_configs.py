@@ -1,0 +1,92 @@
+"""Every config builds, locks, and traces its full-size train step on abstract inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+from test_training_run import load_config
+
+from rejepa_jax import config_lib, trainer
+from rejepa_jax.train_step import make_train_step
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG_NAMES = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
+
+
+def test_every_config_file_is_covered():
+    assert set(CONFIG_NAMES) >= {"demo", "eurosat", "bigearthnet_s2", "fmow_rgb"}
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+@pytest.mark.parametrize("arg", ["", "runlocal"])
+def test_config_builds_locked_and_valid(name, arg):
+    config = load_config(name, arg)
+    config_lib.validate(config)
+    with pytest.raises(AttributeError, match="Did you mean"):
+        config.data.image_sze = 3
+    assert config.batch_size % 8 == 0 or arg == "runlocal"
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_full_size_train_step_traces_on_abstract_inputs(name):
+    config = load_config(name, "")
+    run = trainer.build_run(config)
+    step = make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer)
+    new_state, metrics = jax.eval_shape(step, run.abstract_state, run.batch)
+    assert jax.tree.structure(new_state) == jax.tree.structure(run.abstract_state)
+    for new, old in zip(jax.tree.leaves(new_state), jax.tree.leaves(run.abstract_state), strict=True):
+        assert (new.shape, new.dtype) == (old.shape, old.dtype)
+    assert metrics["loss"].shape == ()
+    assert run.batch["image"].shape == (
+        config.batch_size,
+        config.data.image_size,
+        config.data.image_size,
+        config.data.channels,
+    )
+
+
+def test_variant_arguments_are_checked():
+    assert load_config("demo", "model=S/8").model.variant == "S/8"
+    with pytest.raises(ValueError, match="Did you mean 'runlocal'"):
+        load_config("demo", "runlcal")
+    with pytest.raises(ValueError, match="source must be"):
+        load_config("eurosat", "source=hdf5")
+
+
+def test_unknown_override_flags_name_the_closest_keys():
+    config_lib.check_override_flags(["--config.optimizer.lr=0.1", "--workdir=x"])
+    with pytest.raises(ValueError, match="'optimizer.warmup_steps'"):
+        config_lib.check_override_flags(["--config.optimizer.warmup_step=3"])
+    schema = config_lib.base_config()
+    schema.unlock()
+    schema.extra_key = 1
+    with pytest.raises(ValueError, match="Unknown config key 'extra_key'"):
+        config_lib.validate(schema)
+
+
+def test_command_line_trains_and_rejects_unknown_keys(tmp_path):
+    command = [sys.executable, "-m", "rejepa_jax.main", "--config", "configs/demo.py:runlocal"]
+    done = subprocess.run(
+        [*command, "--workdir", str(tmp_path), "--config.total_steps=2", "--config.eval.baselines=()"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Retrieval at step 2" in done.stdout and "rejepa_target" in done.stdout
+    assert (tmp_path / "checkpoints" / "2").is_dir()
+
+    bad = subprocess.run(
+        [*command, "--workdir", str(tmp_path / "bad"), "--config.data.batch_sze=4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode != 0
+    assert "Unknown config key 'data.batch_sze'" in bad.stderr
