@@ -8,6 +8,7 @@ host-slice -> global-array path, so on many hosts all of them arrive in the same
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from rejepa_jax import sharding
 from rejepa_jax.data import pipeline
@@ -61,6 +63,7 @@ class RetrievalEvaluator:
             pooled["color_histogram"] = []
         labels, valid = [], []
         per_host = self._config.eval.batch_size // jax.process_count()
+        start = time.perf_counter()
         for batch in pipeline.make_eval_iterator(
             self._config,
             split,
@@ -78,6 +81,15 @@ class RetrievalEvaluator:
             labels.append(self._all_hosts(np.asarray(batch["label"])))
             valid.append(self._all_hosts(np.asarray(batch["valid"])))
         keep = np.concatenate(valid).astype(bool)
+        seconds = time.perf_counter() - start
+        logging.info(
+            "Embedded the %s split with %s: %d images in %.1f s (%.0f images/s).",
+            split,
+            ", ".join(pooled),
+            int(keep.sum()),
+            seconds,
+            keep.sum() / max(seconds, 1e-9),
+        )
         return SplitEmbeddings(
             pooled={name: np.concatenate(rows)[keep] for name, rows in pooled.items()},
             labels=np.concatenate(labels)[keep],
