@@ -74,6 +74,7 @@ def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, n
         == {f"rejepa_{e}" for e in config.eval.encoders} | set(config.eval.baselines)
     )
     for report in results.values():
+        assert report["effective_rank"] >= 1.0 and report["std_mean"] > 0.0  # Collapse monitors.
         for k in config.eval.ks:
             assert 0.0 <= report[f"p@{k}"] <= 1.0
             assert 0.0 <= report[f"map@{k}/retrieved"] <= 1.0

@@ -112,9 +112,7 @@ class RetrievalEvaluator:
                 multi_label=self._config.data.multi_label,
             )
             report["effective_rank"] = float(collapse.effective_rank(archive.pooled[name]))
-            report.update(
-                {f"std_{k}": float(v) for k, v in collapse.embedding_std(archive.pooled[name]).items()}
-            )
+            report.update({k: float(v) for k, v in collapse.embedding_std(archive.pooled[name]).items()})
             results[name] = report
         return results
 
@@ -135,12 +133,16 @@ class RetrievalEvaluator:
 
 
 def format_table(results: dict[str, dict[str, float]], ks: list[int]) -> str:
-    """A plain-text table of P@K and mAP@K per descriptor, naming the mAP normalisation."""
-    header = ["descriptor"] + [f"P@{k}" for k in ks] + [f"mAP@{k}" for k in ks]
+    """A plain-text table of P@K, mAP@K and collapse monitors per descriptor."""
+    header = ["descriptor"] + [f"P@{k}" for k in ks] + [f"mAP@{k}" for k in ks] + ["eff.rank", "std"]
     rows = [header]
     for name, report in results.items():
         cells = [f"{report.get(f'p@{k}', float('nan')):.3f}" for k in ks]
         cells += [f"{report.get(f'map@{k}/{TABLE_MAP_NORMALISATION}', float('nan')):.3f}" for k in ks]
+        cells += [
+            f"{report.get('effective_rank', float('nan')):.1f}",
+            f"{report.get('std_mean', float('nan')):.3f}",
+        ]
         rows.append([name, *cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
@@ -151,7 +153,8 @@ def format_table(results: dict[str, dict[str, float]], ks: list[int]) -> str:
     ]
     lines.insert(1, "-" * len(lines[0]))
     lines.append(
-        "mAP@K: AP@K normalised by the number of relevant items retrieved in the top K (normalisation a); "
-        "exact cosine search."
+        "mAP@K: AP@K normalised by the number of relevant items retrieved in the top K; exact cosine "
+        "search. eff.rank: effective rank (RankMe) and std: mean per-dimension std of the pooled "
+        "archive embeddings (collapse monitors)."
     )
     return "\n".join(lines)
