@@ -6,7 +6,7 @@ resampled to 120 px and stacked; labels are the 43-class multi-hot CORINE labels
 is relevant when it shares at least one label with the query.
 
     python -m rejepa_jax.main --config configs/bigearthnet_s2.py --workdir runs/ben_s2 \
-      --config.data.tfds_data_dir=gs://<bucket>/tensorflow_datasets
+      --config.data.tfds_data_dir=/mnt/shared/tensorflow_datasets
 
 Sized for an accelerator slice (ViT-B/15, global batch 1024). `runlocal` runs a few steps of a tiny
 model on synthetic 12-band 120 px images, for tests.

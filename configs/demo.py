@@ -47,6 +47,6 @@ def get_config(arg: str | None = None):
         config.model.predictor_depth = 1
         config.optimizer.warmup_steps = 2
         config.checkpoint.every_steps = 3
-        config.eval.batch_size = 100
+        config.eval.batch_size = 64
     config.lock()
     return config

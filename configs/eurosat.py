@@ -68,7 +68,7 @@ def get_config(arg: str | None = None):
         config.optimizer.warmup_steps = 2
         config.checkpoint.every_steps = 2
         config.eval.every_steps = 0
-        config.eval.batch_size = 100
+        config.eval.batch_size = 64
         config.eval.baselines = ()
     config.lock()
     return config

@@ -3,10 +3,14 @@ r"""REJEPA on fMoW-RGB: 224 px RGB crops, ViT-L/16, for a TPU pod slice or a mul
 fMoW is not in the tfds catalog: convert the extracted crops (one folder per category) into an
 ArrayRecord tfds dataset once, then train from it with random access:
 
-    python -m rejepa_jax.prepare --root /data/fmow_rgb --out gs://<bucket>/tfds --name fmow_rgb \
+    python -m rejepa_jax.prepare --root /data/fmow_rgb --out /mnt/shared/tfds --name fmow_rgb \
       --split train=train.csv --split val=val.csv
-    python -m rejepa_jax.main --config configs/fmow_rgb.py --workdir gs://<bucket>/runs/fmow \
-      --config.data.tfds_data_dir=gs://<bucket>/tfds
+    python -m rejepa_jax.main --config configs/fmow_rgb.py --workdir /mnt/shared/runs/fmow \
+      --config.data.tfds_data_dir=/mnt/shared/tfds
+
+The workdir and the data must be visible to every host (NFS, or a gcsfuse-mounted bucket). On a
+pod, `launch/tpu_vm.sh` runs the same command on all workers. Check the per-device memory for your
+slice first with `--dry_run --dry_run_devices=<chips>`.
 
 Queries are the `val` split, the archive is `train`. `runlocal` runs a few steps of a tiny model
 on synthetic 224 px images, for tests.
@@ -56,7 +60,7 @@ def get_config(arg: str | None = None):
         config.data.num_workers = 0
         config.data.num_threads = 2
         config.total_steps = 2
-        config.batch_size = 4
+        config.batch_size = 8
         config.log_every_steps = 1
         config.model.variant = "Ti/16"
         config.model.depth = 1

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -150,6 +151,8 @@ class Checkpointer:
                 suffix += 1
                 target = self.directory / f"{step}.unreadable-{suffix}"
             (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:  # Every host must see the rename before reloading.
+            multihost_utils.sync_global_devices(f"set_aside_checkpoint_{step}")
         self._manager.reload()
         return target
 

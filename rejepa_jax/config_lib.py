@@ -107,6 +107,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.mesh = ml_collections.ConfigDict()
     config.mesh.data = -1  # -1: every device not used by the other axes.
     config.mesh.fsdp = 1
+    config.mesh.tensor = 1
+
+    # Train-state sharding: the first (regex, rule) whose regex matches a leaf path wins; rules are
+    # "fsdp", "replicate" or a per-dimension spec such as "fsdp,tensor" ("-" keeps a dim whole).
+    config.sharding = ml_collections.ConfigDict()
+    config.sharding.rules = ((".*", "fsdp"),)
+    config.sharding.min_size = 4096  # Leaves with fewer elements stay replicated under "fsdp".
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 500

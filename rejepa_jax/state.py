@@ -63,7 +63,7 @@ def init_train_state(
     )
 
 
-def init_encoder_params(rng: jax.Array, encoder: nn.Module, image_shape: tuple[int, ...]) -> Any:
+def init_encoder_params(rng: jax.Array, *, encoder: nn.Module, image_shape: tuple[int, ...]) -> Any:
     """The encoder params `init_train_state` starts from with the same rng (the random-init baseline)."""
     encoder_rng, _ = jax.random.split(rng)
     return encoder.init(encoder_rng, jnp.zeros((1, *image_shape), jnp.float32))["params"]

@@ -32,6 +32,7 @@ from rejepa_jax.evaluation.retrieval_eval import RetrievalEvaluator, format_tabl
 from rejepa_jax.masking import MultiBlockMaskSampler
 from rejepa_jax.metric_writer import MetricWriter
 from rejepa_jax.models import factory
+from rejepa_jax.preemption import PreemptionWatcher
 from rejepa_jax.progress import Throughput, TrainProgress
 from rejepa_jax.train_step import make_train_step
 
@@ -82,11 +83,14 @@ class RunSetup:
 def build_run(config: ml_collections.ConfigDict) -> RunSetup:
     """Mesh, models, masks and optimizer; then the state's shapes (jax.eval_shape) and shardings."""
     config_lib.validate(config)
-    if config.batch_size % jax.process_count():
-        raise ValueError(
-            f"batch_size={config.batch_size} is not divisible by {jax.process_count()} processes."
-        )
     mesh = sharding.make_mesh(config.mesh)
+    shards = sharding.batch_divisor(mesh)
+    for key, size in (("batch_size", config.batch_size), ("eval.batch_size", config.eval.batch_size)):
+        if size % shards:
+            raise ValueError(
+                f"{key}={size} must be a multiple of the {shards} batch shards of mesh {dict(mesh.shape)} "
+                "(data x fsdp)."
+            )
     encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
     sampler = MultiBlockMaskSampler.from_config(config.masks, factory.patch_grid(config))
     optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
@@ -97,7 +101,7 @@ def build_run(config: ml_collections.ConfigDict) -> RunSetup:
         state_lib.init_train_state, encoder=encoder, predictor=predictor, optimizer=optimizer, batch=batch
     )
     shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
-    state_sharding = sharding.state_shardings(shapes, mesh)
+    state_sharding = sharding.state_shardings(shapes, mesh, config.sharding)
     abstract_state = jax.tree.map(
         lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), shapes, state_sharding
     )
@@ -139,39 +143,44 @@ def restore_final_params(config: ml_collections.ConfigDict, workdir: str | Path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, dict[str, float]]:
-    """Trains (or resumes) in `workdir`, then evaluates retrieval; returns metrics per descriptor."""
-    workdir = Path(workdir)
+    """Trains (or resumes) in `workdir`, then evaluates retrieval; returns metrics per descriptor.
+
+    Returns an empty dict when a SIGTERM stopped the run early (after saving a checkpoint).
+    """
+    run = build_run(config)
+    with jax.set_mesh(run.mesh):
+        return _train_and_evaluate(config, Path(workdir), run)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: Path, run: RunSetup
+) -> dict[str, dict[str, float]]:
     is_main = jax.process_index() == 0
     total_steps = config.total_steps
-
-    # ---- Mesh, models, masks, optimizer, shapes and shardings; then data ----
-    run = build_run(config)
     mesh, encoder = run.mesh, run.encoder
-    state_sharding, fingerprint = run.state_sharding, run.fingerprint
     train_iter = pipeline.make_train_iterator(
         config, run.sampler, process_index=jax.process_index(), process_count=jax.process_count()
     )
     logging.info("Masks per image: %s on a %s patch grid.", run.sampler.shapes, run.sampler.grid)
+    logging.info("Mesh %s over %d devices, %d processes.", dict(mesh.shape), mesh.size, jax.process_count())
 
     # ---- The state: restored (with the data-iterator state) or initialised already sharded ----
     checkpointer = make_checkpointer(config, workdir)
-    restored = checkpointer.restore_latest(run.abstract_state, train_iter, fingerprint)
+    restored = checkpointer.restore_latest(run.abstract_state, train_iter, run.fingerprint)
     if restored is None:
         start_step = 0
-        state = jax.jit(run.init_fn, out_shardings=state_sharding)(jax.random.key(config.seed))
+        state = jax.jit(run.init_fn, out_shardings=run.state_sharding)(jax.random.key(config.seed))
     else:
         start_step, state = restored
         logging.info("Resumed from step %d in %s.", start_step, checkpointer.directory)
 
-    # ---- The step ----
-    replicated = sharding.replicated(mesh)
-    batch_sharding = {k: sharding.batch_sharding(mesh) for k in run.batch}
+    # ---- The step: explicit shardings, state donated, traced once ----
     step_fn = jax.jit(
         _trace_once(
             make_train_step(config, encoder=encoder, predictor=run.predictor, optimizer=run.optimizer)
         ),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, replicated),
+        in_shardings=(run.state_sharding, {k: sharding.batch_sharding(mesh) for k in run.batch}),
+        out_shardings=(run.state_sharding, sharding.replicated(mesh)),
         donate_argnums=0,
     )
 
@@ -181,6 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     progress = TrainProgress(total_steps, start_step, enabled=is_main)
     throughput = Throughput(config.batch_size)
     throughput.update(start_step)
+    preemption = PreemptionWatcher()
     skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
 
     # ---- Loop ----
@@ -193,8 +203,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 state, metrics = step_fn(state, device_batch)
 
             is_last = step == total_steps
-            log_now = step % config.log_every_steps == 0 or is_last
-            save_now = step % config.checkpoint.every_steps == 0 or is_last
+            preempted = preemption.should_stop(step) and not is_last
+            log_now = step % config.log_every_steps == 0 or is_last or preempted
+            save_now = step % config.checkpoint.every_steps == 0 or is_last or preempted
             if log_now or save_now:  # The only host syncs of the loop.
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 _check_finite(values, step, checkpointer)
@@ -206,12 +217,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 writer.write_scalars(step, scalars)
                 progress.update(step, {k: values[k] for k in CONSOLE_KEYS}, rate)
             if save_now:
-                checkpointer.save(step, state, train_iter, fingerprint, force=True)
+                checkpointer.save(step, state, train_iter, run.fingerprint, force=True)
+            if preempted:
+                checkpointer.wait_until_finished()
+                progress.close()
+                message = (
+                    f"Stopped by SIGTERM after step {step}; checkpoint saved in {checkpointer.directory}. "
+                    "Run the same command again to resume."
+                )
+                logging.warning(message)
+                if is_main:
+                    print(message, flush=True)
+                return {}
             if config.eval.every_steps and step % config.eval.every_steps == 0 and not is_last:
                 _evaluate(config, evaluator, state, encoder, writer, step)
         progress.close()
         results = _evaluate(config, evaluator, state, encoder, writer, max(start_step, total_steps))
     finally:
+        preemption.close()
         progress.close()
         checkpointer.close()
         writer.close()
@@ -248,7 +271,10 @@ def _evaluate(
     results = {f"rejepa_{name}": report for name, report in evaluator.evaluate(encoders).items()}
     if config.eval.baselines:
         image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-        random_params = state_lib.init_encoder_params(jax.random.key(config.seed), encoder, image_shape)
+        init = functools.partial(state_lib.init_encoder_params, encoder=encoder, image_shape=image_shape)
+        random_params = jax.jit(init, out_shardings=sharding.replicated(evaluator.mesh))(
+            jax.random.key(config.seed)
+        )
         results.update(evaluator.baselines(random_params))
     writer.write_scalars(
         step, {f"eval/{name}/{k}": v for name, report in results.items() for k, v in report.items()}

@@ -42,7 +42,7 @@ class RetrievalEvaluator:
     def __init__(self, config: ml_collections.ConfigDict, encoder: nn.Module, mesh: jax.sharding.Mesh):
         self._config = config
         self._encoder = encoder
-        self._mesh = mesh
+        self.mesh = mesh
         replicated = sharding.replicated(mesh)
         self._embed = jax.jit(self._pool, out_shardings=replicated)
         self._gather = jax.jit(lambda x: x, out_shardings=replicated)
@@ -53,7 +53,7 @@ class RetrievalEvaluator:
         return tokens.astype(jnp.float32).mean(axis=1)
 
     def _all_hosts(self, local_rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self._gather(sharding.global_batch({"x": local_rows}, self._mesh)["x"]))
+        return np.asarray(self._gather(sharding.global_batch({"x": local_rows}, self.mesh)["x"]))
 
     def embed_split(self, split: str, encoders: dict[str, Any], *, with_histogram: bool) -> SplitEmbeddings:
         """Runs every encoder (name -> params) over a split; adds colour histograms if asked."""
@@ -71,7 +71,7 @@ class RetrievalEvaluator:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         ):
-            images = sharding.global_batch({"image": batch["image"]}, self._mesh)["image"]
+            images = sharding.global_batch({"image": batch["image"]}, self.mesh)["image"]
             for name, params in encoders.items():
                 pooled[name].append(np.asarray(self._embed(params, images)))
             if with_histogram:

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rejepa_jax.sharding import constrain_batch
+
 # name -> (width, depth, heads), the I-JEPA / ViT sizes.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "Ti": (192, 12, 3),
@@ -129,7 +131,10 @@ class EncoderBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """`depth` pre-norm blocks and a final LayerNorm; optional rematerialisation per block."""
+    """`depth` pre-norm blocks and a final LayerNorm; optional rematerialisation per block.
+
+    Activations are kept split along the batch mesh axes between blocks (a no-op without a mesh).
+    """
 
     depth: int
     num_heads: int
@@ -140,8 +145,10 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
+        x = constrain_batch(x)
         for i in range(self.depth):
             x = block_cls(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}")(x)
+            x = constrain_batch(x)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
 
 
