@@ -46,7 +46,8 @@ if [[ "${dry_run}" == 1 ]]; then
 fi
 
 run_process() {
-  JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="${devices}" "${python_bin}" -m rejepa_jax.main \
+  # exec: the background job is Python itself, so signals sent to its pid reach it.
+  JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="${devices}" exec "${python_bin}" -m rejepa_jax.main \
     "--coordinator_address=127.0.0.1:${port}" "--num_processes=${processes}" "--process_id=$1" \
     "${main_args[@]}"
 }
@@ -65,6 +66,13 @@ done
 trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT
 status=0
 for pid in "${pids[@]}"; do
-  wait "${pid}" || status=$?
+  # A trapped signal interrupts `wait`; keep waiting while the process is still running.
+  until wait "${pid}"; do
+    code=$?
+    if ! kill -0 "${pid}" 2>/dev/null; then
+      status="${code}"
+      break
+    fi
+  done
 done
 exit "${status}"

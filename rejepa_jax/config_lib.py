@@ -119,6 +119,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint.every_steps = 500
     config.checkpoint.keep = 3
     config.checkpoint.async_save = True
+    config.checkpoint.preemption_check_every = 10  # Steps between the hosts' SIGTERM agreement.
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 0  # 0: evaluate only at the end of training.

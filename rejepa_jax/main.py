@@ -70,6 +70,8 @@ def initialize_distributed() -> None:
         return
     # CPU processes exchange collectives through gloo; accelerators use their own transport.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # SIGTERM is handled by rejepa_jax.preemption, which makes all hosts stop after the same step.
+    jax.config.update("jax_enable_preemption_service", False)
     if explicit:
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value,

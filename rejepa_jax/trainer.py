@@ -190,7 +190,7 @@ def _train_and_evaluate(
     progress = TrainProgress(total_steps, start_step, enabled=is_main)
     throughput = Throughput(config.batch_size)
     throughput.update(start_step)
-    preemption = PreemptionWatcher()
+    preemption = PreemptionWatcher(config.checkpoint.preemption_check_every)
     skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
 
     # ---- Loop ----

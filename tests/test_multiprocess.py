@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +72,53 @@ def test_two_processes_with_two_devices_each_match_one_process_with_four(tmp_pat
         p.name for p in (tmp_path / "two" / "checkpoints" / "5" / "data_iter").glob("process_*")
     )
     assert iterator_states == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_sigterm_stops_every_process_after_the_same_step(tmp_path):
+    workdir = tmp_path / "run"
+    env = {**os.environ, "PYTHON": sys.executable, "LOG_DIR": str(tmp_path)}
+    args = [
+        *MAIN_ARGS,
+        "--config.total_steps=400",
+        "--config.batch_size=64",
+        "--config.checkpoint.every_steps=100",
+    ]
+    launcher = subprocess.Popen(
+        [
+            "bash",
+            "launch/local.sh",
+            "--processes",
+            "2",
+            "--devices",
+            "2",
+            "--",
+            *args,
+            "--workdir",
+            str(workdir),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not any(r.get("step", 0) >= 12 for r in _rows(workdir)):
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    launcher.send_signal(signal.SIGTERM)  # The launcher forwards it to both processes.
+    stdout, stderr = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, stderr[-3000:]
+    stopped = int(stdout.split("Stopped by SIGTERM after step ")[1].split(";")[0])
+    assert stopped % 10 == 0 and stopped < 400  # The hosts agree every preemption_check_every steps.
+    assert stopped in [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    other = (tmp_path / "rejepa_process_1.log").read_text()
+    assert f"Stopped by SIGTERM after step {stopped}" in other
+
+
+def _rows(workdir: Path) -> list[dict]:
+    try:
+        return read_metrics(workdir)
+    except (FileNotFoundError, ValueError):
+        return []
