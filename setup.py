@@ -32,6 +32,9 @@ setup(
             "rejepa-train=rejepa_jax.main:run",
             "rejepa-prepare=rejepa_jax.prepare:run",
             "rejepa-stats=rejepa_jax.stats:run",
+            "rejepa-export=rejepa_jax.export:run",
+            "rejepa-search=rejepa_jax.search:run",
+            "rejepa-evaluate=rejepa_jax.evaluate:run",
         ]
     },
 )

@@ -107,13 +107,20 @@ class Checkpointer:
         abstract_state: Any,
         data_iterator: grain.DatasetIterator | None,
         fingerprint: dict[str, Any],
+        *,
+        step: int | None = None,
     ) -> tuple[int, Any] | None:
         """Restores the newest readable step into `abstract_state`'s shardings; None if there is none.
 
         `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying the target shardings. The data
-        iterator, when given, is set to the state it had at that step.
+        iterator, when given, is set to the state it had at that step. With `step`, only that step
+        is tried (an error lists the available ones).
         """
         steps = self.all_steps()
+        if step is not None:
+            if step not in steps:
+                raise FileNotFoundError(f"No checkpoint step {step} in {self.directory}; available: {steps}.")
+            steps = [step]
         for i, step in enumerate(reversed(steps)):
             self._check_compatible(step, fingerprint)
             items = {"state": ocp.args.StandardRestore(abstract_state)}

@@ -7,7 +7,9 @@ closest valid keys suggested instead of being silently ignored.
 
 from __future__ import annotations
 
+import ast
 import difflib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +204,65 @@ def _check_keys(config: Any, schema: ml_collections.ConfigDict, prefix: str) -> 
             raise ValueError(f"Unknown config key {prefix + key!r}.{suggest(key, schema.keys())}")
         if isinstance(schema[key], ml_collections.ConfigDict):
             _check_keys(config[key], schema[key], prefix=f"{prefix}{key}.")
+
+
+def from_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """Rebuilds a locked config from plain values (e.g. a workdir's config.json).
+
+    Values are set onto the schema, so JSON lists become the schema's tuples again and an unknown
+    key fails with the closest valid keys.
+    """
+    config = base_config()
+    _set_values(config, values, prefix="")
+    config.lock()
+    return config
+
+
+def load_json(path: str | Path) -> ml_collections.ConfigDict:
+    """The config a run wrote to `<workdir>/config.json`."""
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No config.json in {path.parent}: is it a training workdir?") from None
+    return from_dict(values)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Applies `section.key=value` strings (values parsed as Python literals, else kept as text)."""
+    valid = dotted_keys(base_config())
+    config.unlock()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in valid:
+            raise ValueError(f"Unknown config override {item!r}.{suggest(key, valid)}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        section, _, leaf = key.rpartition(".")
+        target = config
+        for part in filter(None, section.split(".")):
+            target = target[part]
+        target[leaf] = _like(target[leaf], value)
+    config.lock()
+    return config
+
+
+def _set_values(config: ml_collections.ConfigDict, values: dict[str, Any], prefix: str) -> None:
+    for key, value in values.items():
+        if key not in config:
+            raise ValueError(f"Unknown config key {prefix + key!r}.{suggest(key, config.keys())}")
+        if isinstance(config[key], ml_collections.ConfigDict):
+            _set_values(config[key], value, prefix=f"{prefix}{key}.")
+        else:
+            config[key] = _like(config[key], value)
+
+
+def _like(default: Any, value: Any) -> Any:
+    """`value` in the container type of `default` (lists -> tuples, recursively)."""
+    if isinstance(default, tuple) and isinstance(value, list | tuple):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -84,13 +84,6 @@ def build_run(config: ml_collections.ConfigDict) -> RunSetup:
     """Mesh, models, masks and optimizer; then the state's shapes (jax.eval_shape) and shardings."""
     config_lib.validate(config)
     mesh = sharding.make_mesh(config.mesh)
-    shards = sharding.batch_divisor(mesh)
-    for key, size in (("batch_size", config.batch_size), ("eval.batch_size", config.eval.batch_size)):
-        if size % shards:
-            raise ValueError(
-                f"{key}={size} must be a multiple of the {shards} batch shards of mesh {dict(mesh.shape)} "
-                "(data x fsdp)."
-            )
     encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
     sampler = MultiBlockMaskSampler.from_config(config.masks, factory.patch_grid(config))
     optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
@@ -128,18 +121,28 @@ def make_checkpointer(config: ml_collections.ConfigDict, workdir: str | Path) ->
     )
 
 
-def restore_final_params(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """The newest good checkpoint's params {encoder, predictor, target} (no data iterator needed)."""
+def restore_params(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, step: int | None = None
+) -> tuple[int, dict[str, Any]]:
+    """(step, params {encoder, predictor, target}) of a checkpoint (newest good one by default).
+
+    The arrays land in the shardings `config.mesh` gives on the devices present.
+    """
     run = build_run(config)
     checkpointer = make_checkpointer(config, workdir)
     try:
-        restored = checkpointer.restore_latest(run.abstract_state, None, run.fingerprint)
+        restored = checkpointer.restore_latest(run.abstract_state, None, run.fingerprint, step=step)
     finally:
         checkpointer.close()
     if restored is None:
         raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}.")
-    state = restored[1]
-    return {**state.params, "target": state.target_params}
+    restored_step, state = restored
+    return restored_step, {**state.params, "target": state.target_params}
+
+
+def restore_final_params(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """The newest good checkpoint's params {encoder, predictor, target}."""
+    return restore_params(config, workdir)[1]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, dict[str, float]]:
@@ -158,6 +161,12 @@ def _train_and_evaluate(
     is_main = jax.process_index() == 0
     total_steps = config.total_steps
     mesh, encoder = run.mesh, run.encoder
+    shards = sharding.batch_divisor(mesh)
+    if config.batch_size % shards:
+        raise ValueError(
+            f"batch_size={config.batch_size} must be a multiple of the {shards} batch shards of mesh "
+            f"{dict(mesh.shape)} (data x fsdp)."
+        )
     train_iter = pipeline.make_train_iterator(
         config, run.sampler, process_index=jax.process_index(), process_count=jax.process_count()
     )

@@ -217,6 +217,7 @@ def test_eval_pads_the_last_batch_and_covers_each_example_once():
     valid = rows["valid"]
     assert rows["id"][valid].tolist() == [source[i]["id"] for i in range(200)]
     assert rows["label"][valid].tolist() == list(source.labels)
+    assert rows["index"][valid].tolist() == list(range(200)) and set(rows["index"][~valid]) == {-1}
     assert not rows["image"][~valid].any() and not rows["skipped"].any()
     assert pipeline.num_examples(config, "query") == 200
 
@@ -236,6 +237,8 @@ def test_eval_over_two_hosts_has_equal_batch_counts_and_full_coverage():
     ids = np.concatenate([rows["id"][rows["valid"]] for _, rows in hosts])
     source = make_source(config.data, "query")
     assert sorted(ids.tolist()) == sorted(source[i]["id"] for i in range(len(source)))
+    indices = np.concatenate([rows["index"][rows["valid"]] for _, rows in hosts])
+    assert sorted(indices.tolist()) == list(range(len(source)))  # Positions identify rows across hosts.
 
 
 def test_eval_skip_bad_drops_and_counts_including_trailing_bad_records(tmp_path):
@@ -247,6 +250,7 @@ def test_eval_skip_bad_drops_and_counts_including_trailing_bad_records(tmp_path)
     assert not set(rows["id"][rows["valid"]].tolist()) & set(bad)
     assert rows["skipped"][3] == 1 and rows["id"][3] == "img_004.png"  # After the bad img_003.
     assert rows["skipped"][17] == 2 and not rows["valid"][17]  # The two trailing bad files.
+    assert rows["index"][3] == 4  # Positions count the skipped record too.
 
 
 def test_eval_with_worker_processes_matches_in_process_reading(tmp_path):

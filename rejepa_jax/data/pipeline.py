@@ -16,7 +16,8 @@ Batch contracts (B = per-host batch, S = data.image_size, C = data.channels):
 - train: image f32 [B,S,S,C] (normalised), context_idx i32 [B,Kc], target_idx i32 [B,M,Kt],
   skipped i32 [B] (bad records dropped just before each example).
 - eval: image f32 [B,S,S,C], label i32 [B] (or f32 [B,num_classes] multi-hot with
-  data.multi_label), id str [B], valid bool [B] (False on padding rows), skipped i32 [B] (bad
+  data.multi_label), id str [B], index i64 [B] (position in the split, -1 on padding rows),
+  valid bool [B] (False on padding rows), skipped i32 [B] (bad
   records dropped before a row; ones after the last example are counted on the first padding row).
 """
 
@@ -116,14 +117,21 @@ class EvalTransform:
             multi_label=data_config.multi_label,
         )
 
-    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
+        """`index` is the record's position in its split, kept so rows can be matched across hosts."""
         try:
             image = decode_record(record, self.channels, self.bands)
             label = self.label(record["label"], str(record["id"]))
         except DataError as e:
             return _bad_record(e)
         image = augment.normalize(augment.resize(image, self.image_size), self.mean, self.std)
-        return {"image": image, "label": label, "id": str(record["id"]), "valid": True}
+        return {
+            "image": image,
+            "label": label,
+            "id": str(record["id"]),
+            "index": np.int64(index),
+            "valid": True,
+        }
 
     def label(self, value: Any, name: str) -> np.ndarray:
         """int32 scalar, or with `multi_label` a float32 multi-hot vector from multi-hot or class indices."""
@@ -151,6 +159,7 @@ class EvalTransform:
             "image": np.zeros((size, size, self.channels), np.float32),
             "label": np.zeros(label_shape, np.float32 if self.multi_label else np.int32),
             "id": "",
+            "index": np.int64(-1),
             "valid": False,
             "skipped": np.int32(0),
         }
@@ -338,7 +347,7 @@ def make_eval_iterator(
     source = _non_empty_source(data, split, process_count)
     transform = EvalTransform.from_config(data)
     num_batches = num_eval_batches(len(source), batch_size, process_count)
-    ds = grain.MapDataset.source(source).map(transform)[process_index::process_count]
+    ds = grain.MapDataset.source(source).map_with_index(transform)[process_index::process_count]
     ds = _read_in_parallel(ds, data, batch_size)
     padding = transform.padding()
     ds = SkipBadIterDataset(ds, skip_bad=data.skip_bad, max_consecutive=len(source) + 1, end_element=padding)

@@ -83,6 +83,10 @@ class FolderSource:
         rel = self._ids[index]
         return {"path": os.path.join(self.root, rel), "id": rel, "label": self._labels[index]}
 
+    def record_id(self, index: int) -> str:
+        """The id of record `index` without reading it (its path relative to the root)."""
+        return self._ids[index]
+
     def __repr__(self) -> str:
         return f"FolderSource(root={self.root!r}, num_records={len(self)})"
 
@@ -211,9 +215,13 @@ class TfdsSource:
             image = stack_bands([example[k] for k in self.image_keys], f"{self.name} {self.split}:{index}")
         return {
             "image": image,
-            "id": f"{self.split}:{index}",
+            "id": self.record_id(index),
             "label": example[self.label_key] if self.label_key else -1,
         }
+
+    def record_id(self, index: int) -> str:
+        """The id of record `index` without reading it."""
+        return f"{self.split}:{index}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_reader": None}
@@ -261,6 +269,10 @@ class SyntheticSource:
     def __len__(self) -> int:
         return self.num_examples
 
+    def record_id(self, index: int) -> str:
+        """The id of record `index` without generating it."""
+        return f"{self.split}:{index}"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = np.random.default_rng([*self._seed, index])
         if self.multi_label:
@@ -281,7 +293,7 @@ class SyntheticSource:
         image = image / len(classes) * rng.uniform(0.9, 1.1) + rng.normal(0.0, 8.0, image.shape)
         return {
             "image": np.clip(image, 0.0, 255.0).astype(np.float32),
-            "id": f"{self.split}:{index}",
+            "id": self.record_id(index),
             "label": label,
         }
 

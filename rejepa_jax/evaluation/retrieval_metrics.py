@@ -249,6 +249,41 @@ def retrieval_report(
     multi-hot rows [N, C] for multi-label data. With ids, an archive item sharing the query's id is
     neither retrieved nor counted in R or the ideal DCG (leave-one-out).
     """
+    k_max = max(int(k) for k in ks) if len(ks) else 0
+    if k_max < 1:
+        raise ValueError(f"ks must be positive integers: got {list(ks)}.")
+    _, indices = exact_search(
+        query_desc, archive_desc, k_max, query_ids=query_ids, archive_ids=archive_ids, chunk=chunk
+    )
+    return ranking_report(
+        indices,
+        query_labels,
+        archive_labels,
+        ks,
+        multi_label=multi_label,
+        query_ids=query_ids,
+        archive_ids=archive_ids,
+        chunk=chunk,
+    )
+
+
+def ranking_report(
+    indices: np.ndarray,
+    query_labels: np.ndarray,
+    archive_labels: np.ndarray,
+    ks: Sequence[int],
+    *,
+    multi_label: bool,
+    query_ids: Sequence | None = None,
+    archive_ids: Sequence | None = None,
+    chunk: int = _DEFAULT_CHUNK,
+    per_query: dict[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Every metric at every K for a given ranking `indices` [Q, >=max K] (exact or approximate).
+
+    Same keys as `retrieval_report`. When `per_query` is a dict, it receives the per-query values
+    behind each key (for per-class breakdowns).
+    """
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers: got {ks}.")
@@ -259,17 +294,17 @@ def retrieval_report(
             f"{'Multi' if multi_label else 'Single'}-label data needs {label_ndim}-D labels: got "
             f"{query_labels.shape} and {archive_labels.shape}."
         )
-    nq, na = len(query_desc), len(archive_desc)
-    if len(query_labels) != nq or len(archive_labels) != na:
-        raise ValueError("Need one label per descriptor.")
+    nq, na = len(query_labels), len(archive_labels)
     k_max = ks[-1]
-    _, indices = exact_search(
-        query_desc, archive_desc, k_max, query_ids=query_ids, archive_ids=archive_ids, chunk=chunk
-    )
+    indices = np.asarray(indices)[:, :k_max]
+    if len(indices) != nq:
+        raise ValueError(f"Need one ranking per query: {len(indices)} rankings for {nq} queries.")
+    if indices.shape[1] < k_max:  # Fewer results than K: the missing ranks count as not relevant.
+        pad = np.full((nq, k_max - indices.shape[1]), EMPTY_INDEX, dtype=indices.dtype)
+        indices = np.concatenate([indices, pad], axis=1)
     codes = _id_codes(query_ids, archive_ids, nq, na)
     valid = indices != EMPTY_INDEX
     safe_indices = np.where(valid, indices, 0)
-
     # Ranked graded relevance, R and the ideal grades come from the full [chunk, N] grade matrix.
     grades = np.zeros(indices.shape, dtype=np.int64)
     num_relevant = np.zeros(nq, dtype=np.int64)
@@ -294,14 +329,18 @@ def retrieval_report(
         retrieved_sizes = np.where(valid, (archive_labels != 0).sum(axis=1)[safe_indices], 0)
         query_sizes = (query_labels != 0).sum(axis=1)
 
+    values: dict[str, np.ndarray] = {}
     report: dict[str, float] = {}
     for k in ks:
-        report[f"p@{k}"] = float(precision_at_k(rel, k).mean())
-        report[f"r@{k}"] = float(recall_at_k(rel, num_relevant, k).mean())
+        values[f"p@{k}"] = precision_at_k(rel, k)
+        values[f"r@{k}"] = recall_at_k(rel, num_relevant, k)
         for norm in NORMALISATIONS:
-            report[f"map@{k}/{norm}"] = float(average_precision_at_k(rel, num_relevant, k, norm).mean())
-        report[f"ndcg@{k}"] = float(ndcg_at_k(grades, ideal, k).mean())
+            values[f"map@{k}/{norm}"] = average_precision_at_k(rel, num_relevant, k, norm)
+        values[f"ndcg@{k}"] = ndcg_at_k(grades, ideal, k)
         if multi_label:
             p, r = csmae_precision_recall_at_k(grades, retrieved_sizes, query_sizes, k)
             report[f"f1@{k}"] = csmae_f1(float(p.mean()), float(r.mean()))
+    report.update({key: float(v.mean()) for key, v in values.items()})
+    if per_query is not None:
+        per_query.update(values)
     return report
