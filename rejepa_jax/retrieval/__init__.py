@@ -1,0 +1,1 @@
+"""Approximate nearest-neighbour search over exported descriptors (ScaNN), tuned against exact search."""
