@@ -247,6 +247,7 @@ def _train_and_evaluate(
         progress.close()
         checkpointer.close()
         writer.close()
+        train_iter.close()  # Stops grain's worker processes and frees their shared memory.
 
     if skipped_records:
         logging.warning("Skipped %d unreadable records (data.skip_bad=True).", skipped_records)

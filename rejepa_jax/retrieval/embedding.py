@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import flax.linen as nn
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -75,11 +76,20 @@ class SplitEmbedder:
         self, split: str, encoders: dict[str, Any], *, with_histogram: bool = False
     ) -> Iterator[EmbeddedBatch]:
         """Yields global batches of a split ("query", "archive" or "train")."""
-        data = self.config.data
         per_host = self.config.eval.batch_size // jax.process_count()
-        for batch in pipeline.make_eval_iterator(
+        batches = pipeline.make_eval_iterator(
             self.config, split, per_host, process_index=jax.process_index(), process_count=jax.process_count()
-        ):
+        )
+        try:
+            yield from self._embed_batches(batches, encoders, with_histogram)
+        finally:
+            batches.close()  # Stops grain's worker processes and frees their shared memory.
+
+    def _embed_batches(
+        self, batches: grain.DatasetIterator, encoders: dict[str, Any], with_histogram: bool
+    ) -> Iterator[EmbeddedBatch]:
+        data = self.config.data
+        for batch in batches:
             images = sharding.global_batch({"image": batch["image"]}, self.mesh)["image"]
             descriptors = {name: np.asarray(self._pool(params, images)) for name, params in encoders.items()}
             if with_histogram:
