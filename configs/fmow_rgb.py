@@ -55,24 +55,6 @@ def get_config(arg: str | None = None):
     config.eval.baselines = ("color_histogram", "random_init")
 
     if arg.runlocal:
-        config.data.source = "synthetic"
-        config.data.synthetic_size = 32
-        config.data.num_workers = 0
-        config.data.num_threads = 2
-        config.total_steps = 2
-        config.batch_size = 8
-        config.log_every_steps = 1
-        config.model.variant = "Ti/16"
-        config.model.depth = 1
-        config.model.dtype = "float32"
-        config.model.remat = False
-        config.model.predictor_width = 96
-        config.model.predictor_depth = 1
-        config.optimizer.warmup_steps = 1
-        config.checkpoint.every_steps = 2
-        config.eval.every_steps = 0
-        config.eval.batch_size = 16
-        config.eval.ks = (5, 10)
-        config.eval.baselines = ()
+        config_lib.shrink_to_synthetic_runlocal(config, variant="Ti/16", steps=2, batch_size=8)
     config.lock()
     return config

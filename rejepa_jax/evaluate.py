@@ -11,12 +11,11 @@ data source accepts (a CSV list for folders, a tfds split string). Writes `repor
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
 
-from rejepa_jax import logging_setup
+from rejepa_jax import cli
 from rejepa_jax.evaluation import report_writer
 from rejepa_jax.evaluation.index_benchmark import (
     BASELINES,
@@ -43,7 +42,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if bool(_INDEX.value) == bool(_WORKDIR.value):
         raise app.UsageError("Give exactly one of --index (an exported index) or --workdir (exact mode).")
-    logging_setup.quiet_library_info()
+    cli.quiet_library_info()
     overrides = tuple(_SET.value)
     if _INDEX.value:
         archive = archive_from_index(_INDEX.value, overrides)
@@ -67,10 +66,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`rejepa-evaluate`)."""
-    try:
-        app.run(main)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ The run's config (its `config.json`) says which data to embed; `--set` overrides
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
 
-from rejepa_jax import config_lib, distributed, logging_setup
+from rejepa_jax import cli, config_lib, distributed
 from rejepa_jax.retrieval.exporter import ENCODERS, ExportOptions, export_index
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run folder (config.json and checkpoints).")
@@ -34,7 +33,7 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override `section.key=value`
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging_setup.quiet_library_info()
+    cli.quiet_library_info()
     distributed.initialize()
     workdir = Path(_WORKDIR.value)
     config = config_lib.apply_overrides(config_lib.load_json(workdir / "config.json"), _SET.value)
@@ -60,10 +59,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
     """Console-script entry point (`rejepa-export`)."""
     flags.mark_flags_as_required(["workdir", "out"])
-    try:
-        app.run(main)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    cli.run(main)
 
 
 if __name__ == "__main__":

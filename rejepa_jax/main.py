@@ -18,7 +18,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rejepa_jax import config_lib, cost_report, distributed, logging_setup, trainer
+from rejepa_jax import cli, config_lib, cost_report, distributed, trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally ':args'.", lock_config=True
@@ -34,7 +34,7 @@ flags.mark_flag_as_required("config")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging_setup.quiet_library_info()
+    cli.quiet_library_info()
     if not _DRY_RUN.value and not _WORKDIR.value:
         raise app.UsageError("--workdir is required (except with --dry_run).")
     if _DRY_RUN.value:
@@ -55,7 +55,7 @@ def run() -> None:
         config_lib.check_override_flags(sys.argv[1:])
     except ValueError as error:
         sys.exit(f"error: {error}")
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

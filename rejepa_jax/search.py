@@ -11,12 +11,11 @@ built the index. Every index file is checked against the manifest before use.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from absl import app, flags
 
-from rejepa_jax import logging_setup
+from rejepa_jax import cli
 from rejepa_jax.retrieval.index_searcher import IndexSearcher, format_results, read_query_file
 
 _INDEX = flags.DEFINE_string("index", None, "Index folder written by rejepa_jax.export.")
@@ -31,7 +30,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Embed queries with this run's c
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    logging_setup.quiet_library_info()
+    cli.quiet_library_info()
     if not (_IMAGES.value or _IDS.value or _QUERIES.value):
         raise app.UsageError("Give --image, --id or --queries.")
     index = IndexSearcher(_INDEX.value, workdir=_WORKDIR.value)
@@ -49,10 +48,7 @@ def main(argv: list[str]) -> None:
 def run() -> None:
     """Console-script entry point (`rejepa-search`)."""
     flags.mark_flag_as_required("index")
-    try:
-        app.run(main)
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Console logging for the command-line tools: keep our messages, drop library INFO chatter."""
+"""What every command-line program shares: quiet library logs and user errors without tracebacks."""
 
 from __future__ import annotations
 
 import logging as python_logging
+import sys
+from collections.abc import Callable
 
-from absl import logging
+from absl import app, logging
+
+# Errors that describe a bad input or setting: printed as one line, not as a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError)
 
 _NOISY_PATHS = ("/orbax/", "/grain/", "/jax/_src/")
 
@@ -22,3 +27,11 @@ def quiet_library_info() -> None:
     handler = logging.get_absl_handler()
     if not any(isinstance(f, _QuietLibraryInfo) for f in handler.filters):
         handler.addFilter(_QuietLibraryInfo())
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    """`app.run(main)`, turning a user error into `error: <message>` and exit status 1."""
+    try:
+        app.run(main)
+    except USER_ERRORS as error:
+        sys.exit(f"error: {error}")
