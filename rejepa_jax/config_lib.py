@@ -27,6 +27,9 @@ EUROSAT_RGB_STD = (51.7, 35.0, 29.8)
 def base_config() -> ml_collections.ConfigDict:
     """Returns the full schema with defaults; config files override values, never add keys."""
     config = ml_collections.ConfigDict()
+    # rejepa: latent prediction with an EMA target; mae: pixel reconstruction (the baseline), with
+    # `model.predictor_*` as its light decoder and random masks.
+    config.method = "rejepa"
     config.seed = 0
     config.total_steps = 1000
     config.batch_size = 64  # Global batch, split over hosts and devices.
@@ -73,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.synthetic_size = 512  # synthetic: examples per split.
 
     config.masks = ml_collections.ConfigDict()
+    config.masks.kind = "multiblock"  # multiblock (I-JEPA) | random (MAE)
+    config.masks.mask_ratio = 0.75  # random: fraction of patches hidden.
     config.masks.num_targets = 4
     config.masks.target_scale = (0.15, 0.2)
     config.masks.target_aspect = (0.75, 1.5)
@@ -89,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.objective.vicreg_on_predictor = False  # Also regularise the pooled predictor outputs.
     config.objective.variance_gamma = 1.0
     config.objective.variance_eps = 1e-4
+    config.objective.norm_pix_loss = True  # mae: regress per-patch normalised pixels.
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.lr = 1e-3

@@ -192,6 +192,47 @@ class MultiBlockMaskSampler:
         return size
 
 
+class RandomMaskSampler:
+    """MAE's masking: a uniformly random `mask_ratio` of the patches is hidden, the rest is visible.
+
+    Same interface as the multi-block sampler: (visible_idx [Kc], masked_idx [1, Kt]), sorted int32,
+    so the MAE baseline runs through the same data pipeline and train step shapes.
+    """
+
+    def __init__(self, grid: tuple[int, int], *, mask_ratio: float = 0.75):
+        self.grid = (int(grid[0]), int(grid[1]))
+        total = self.grid[0] * self.grid[1]
+        if not 0.0 < mask_ratio < 1.0:
+            raise MaskSamplingError(f"masks.mask_ratio must be in (0, 1), got {mask_ratio}.")
+        self.num_context_tokens = max(1, round(total * (1.0 - mask_ratio)))
+        self.num_target_tokens = total - self.num_context_tokens
+        if self.num_target_tokens < 1:
+            raise MaskSamplingError(f"masks.mask_ratio={mask_ratio} hides no patch of a {grid} grid.")
+
+    @property
+    def shapes(self) -> MaskShapes:
+        return MaskShapes(1, self.num_target_tokens, self.num_context_tokens)
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        order = rng.permutation(self.grid[0] * self.grid[1])
+        visible = np.sort(order[: self.num_context_tokens]).astype(np.int32)
+        masked = np.sort(order[self.num_context_tokens :]).astype(np.int32)
+        return visible, masked[None]
+
+
+MaskSampler = MultiBlockMaskSampler | RandomMaskSampler
+MASK_KINDS = ("multiblock", "random")
+
+
+def make_mask_sampler(masks_config, grid: tuple[int, int]) -> MaskSampler:
+    """The sampler `masks.kind` names: I-JEPA multi-block (REJEPA) or random (the MAE baseline)."""
+    if masks_config.kind == "multiblock":
+        return MultiBlockMaskSampler.from_config(masks_config, grid)
+    if masks_config.kind == "random":
+        return RandomMaskSampler(grid, mask_ratio=masks_config.mask_ratio)
+    raise MaskSamplingError(f"masks.kind must be one of {MASK_KINDS}, got {masks_config.kind!r}.")
+
+
 def _check_range(name: str, value: tuple[float, ...], upper: float) -> None:
     if len(value) != 2 or not 0.0 < value[0] <= value[1] <= upper:
         raise MaskSamplingError(f"{name} must be (lo, hi) with 0 < lo <= hi <= {upper}, got {value}.")

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from rejepa_jax.models.vit import gather_tokens
+from rejepa_jax.models.vit import gather_tokens, patchify
 
 # The reference normalises targets with torch's F.layer_norm default epsilon.
 TARGET_NORM_EPS = 1e-5
@@ -104,3 +104,37 @@ def jepa_loss(
         "target_std": jnp.std(target_tokens.mean(axis=1), axis=0).mean(),
     }
     return loss, terms
+
+
+def mae_loss(
+    params: dict[str, Any],
+    target_params: Any,
+    batch: dict[str, jax.Array],
+    *,
+    encoder: nn.Module,
+    predictor: nn.Module,
+    objective: ml_collections.ConfigDict,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The MAE baseline: reconstruct the pixels of the masked patches from the visible ones.
+
+    Mean squared error over the masked patches, on per-patch normalised pixels with
+    `norm_pix_loss` (the MAE paper's better setting). No EMA target and no VICReg: `target_params`
+    is unused and kept only so both objectives share the train step.
+    """
+    del target_params
+    images, context_idx, target_idx = batch["image"], batch["context_idx"], batch["target_idx"]
+    patch_size = encoder.patch_size
+    targets = gather_tokens(patchify(images.astype(jnp.float32), patch_size), target_idx)  # [B, 1, Kt, P]
+    if objective.norm_pix_loss:
+        mean = targets.mean(-1, keepdims=True)
+        var = targets.var(-1, keepdims=True)
+        targets = (targets - mean) * jax.lax.rsqrt(var + 1e-6)
+    context = encoder.apply({"params": params["encoder"]}, images, context_idx)
+    predictions = predictor.apply({"params": params["predictor"]}, context, context_idx, target_idx)
+    loss = jnp.square(predictions.astype(jnp.float32) - targets).mean()
+    pooled = context.astype(jnp.float32).mean(axis=1)
+    terms = {"loss": loss, "pred_loss": loss, "context_std": jnp.std(pooled, axis=0).mean()}
+    return loss, terms
+
+
+OBJECTIVES = {"rejepa": jepa_loss, "mae": mae_loss}

@@ -35,8 +35,10 @@ def make_train_step(
     wd_fn = optim.weight_decay_schedule(config.optimizer, total_steps)
     momentum_fn = optim.ema_momentum_schedule(config.ema, total_steps)
 
+    objective_fn = objective.OBJECTIVES[config.method]
+
     def loss_fn(params, target_params, batch):
-        return objective.jepa_loss(
+        return objective_fn(
             params, target_params, batch, encoder=encoder, predictor=predictor, objective=config.objective
         )
 

@@ -29,7 +29,7 @@ from rejepa_jax import checkpoint, config_lib, optim, sharding
 from rejepa_jax import state as state_lib
 from rejepa_jax.data import pipeline
 from rejepa_jax.evaluation.retrieval_eval import RetrievalEvaluator, format_table
-from rejepa_jax.masking import MultiBlockMaskSampler
+from rejepa_jax.masking import MaskSampler, make_mask_sampler
 from rejepa_jax.metric_writer import MetricWriter
 from rejepa_jax.models import factory
 from rejepa_jax.preemption import PreemptionWatcher
@@ -71,7 +71,7 @@ class RunSetup:
     mesh: jax.sharding.Mesh
     encoder: nn.Module
     predictor: nn.Module
-    sampler: MultiBlockMaskSampler
+    sampler: MaskSampler
     optimizer: optax.GradientTransformation
     batch: dict[str, jax.ShapeDtypeStruct]
     init_fn: Callable[[jax.Array], state_lib.TrainState]
@@ -85,7 +85,7 @@ def build_run(config: ml_collections.ConfigDict) -> RunSetup:
     config_lib.validate(config)
     mesh = sharding.make_mesh(config.mesh)
     encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
-    sampler = MultiBlockMaskSampler.from_config(config.masks, factory.patch_grid(config))
+    sampler = make_mask_sampler(config.masks, factory.patch_grid(config))
     optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
     batch = state_lib.batch_shapes(
         config.batch_size, config.data.image_size, config.data.channels, sampler.shapes
@@ -224,7 +224,7 @@ def _train_and_evaluate(
                 scalars["train/images_per_second"] = rate
                 scalars["data/skipped_records"] = float(skipped_records)
                 writer.write_scalars(step, scalars)
-                progress.update(step, {k: values[k] for k in CONSOLE_KEYS}, rate)
+                progress.update(step, {k: values[k] for k in CONSOLE_KEYS if k in values}, rate)
             if save_now:
                 checkpointer.save(step, state, train_iter, run.fingerprint, force=True)
             if preempted:
@@ -278,7 +278,7 @@ def _evaluate(
     step: int,
 ) -> dict[str, dict[str, float]]:
     encoders = {name: state_lib.encoder_params(state, name) for name in config.eval.encoders}
-    results = {f"rejepa_{name}": report for name, report in evaluator.evaluate(encoders).items()}
+    results = {f"{config.method}_{name}": report for name, report in evaluator.evaluate(encoders).items()}
     if config.eval.baselines:
         image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
         init = functools.partial(state_lib.init_encoder_params, encoder=encoder, image_shape=image_shape)

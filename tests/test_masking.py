@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from rejepa_jax.masking import MaskSamplingError, MultiBlockMaskSampler, block_size
+from rejepa_jax import config_lib
+from rejepa_jax.masking import (
+    MaskSamplingError,
+    MultiBlockMaskSampler,
+    RandomMaskSampler,
+    block_size,
+    make_mask_sampler,
+)
 
 
 def _block_dims(idx: np.ndarray, grid_w: int) -> tuple[int, int]:
@@ -117,3 +124,28 @@ def test_infeasible_sizes_raise_clear_errors():
         sampler.sample(np.random.default_rng(0))
     with pytest.raises(MaskSamplingError, match="target_scale"):
         MultiBlockMaskSampler((8, 8), target_scale=(0.3, 0.1))
+
+
+def test_random_masks_hide_the_configured_ratio_and_partition_the_grid():
+    sampler = RandomMaskSampler((8, 8), mask_ratio=0.75)
+    assert sampler.shapes.num_context_tokens == 16 and sampler.shapes.num_target_tokens == 48
+    rng = np.random.default_rng(0)
+    seen = np.zeros(64)
+    for _ in range(200):
+        visible, masked = sampler.sample(rng)
+        assert masked.shape == (1, 48) and visible.dtype == np.int32
+        assert sorted(np.concatenate([visible, masked[0]]).tolist()) == list(range(64))
+        seen[visible] += 1
+    assert seen.min() > 20  # Every patch is visible sometimes: uniform, no positional bias.
+    with pytest.raises(MaskSamplingError, match="mask_ratio"):
+        RandomMaskSampler((8, 8), mask_ratio=1.0)
+
+
+def test_mask_kind_comes_from_the_config():
+    masks = config_lib.base_config().masks
+    assert isinstance(make_mask_sampler(masks, (8, 8)), MultiBlockMaskSampler)
+    masks.kind = "random"
+    assert isinstance(make_mask_sampler(masks, (8, 8)), RandomMaskSampler)
+    masks.kind = "grid"
+    with pytest.raises(MaskSamplingError, match="masks.kind"):
+        make_mask_sampler(masks, (8, 8))

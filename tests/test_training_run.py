@@ -55,6 +55,7 @@ def _losses(workdir: Path) -> dict[int, float]:
         ("eurosat", "runlocal"),
         ("bigearthnet_s2", "runlocal"),
         ("fmow_rgb", "runlocal"),
+        ("eurosat_mae", "runlocal"),
     ],
 )
 def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, name, arg):
@@ -71,7 +72,7 @@ def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, n
     assert (
         saved.keys()
         == results.keys()
-        == {f"rejepa_{e}" for e in config.eval.encoders} | set(config.eval.baselines)
+        == {f"{config.method}_{e}" for e in config.eval.encoders} | set(config.eval.baselines)
     )
     for report in results.values():
         assert report["effective_rank"] >= 1.0 and report["std_mean"] > 0.0  # Collapse monitors.

@@ -82,7 +82,7 @@ def test_remat_gives_the_same_outputs():
 
 
 def test_predictor_predicts_each_target_block_in_its_own_sequence():
-    predictor = Predictor(grid=(4, 4), encoder_width=32, width=16, depth=1, num_heads=2)
+    predictor = Predictor(grid=(4, 4), out_features=32, width=16, depth=1, num_heads=2)
     context = jax.random.normal(jax.random.key(0), (2, 5, 32))
     context_idx = jnp.array([[0, 1, 2, 3, 4]] * 2, jnp.int32)
     target_idx = jnp.array([[[8, 9], [12, 13], [10, 11]]] * 2, jnp.int32)

@@ -36,7 +36,7 @@ from absl import flags
 from rejepa_jax.data import augment
 from rejepa_jax.data.decode import BadImageError, BandCountError, DataError, decode_record
 from rejepa_jax.data.sources import Source, make_source
-from rejepa_jax.masking import MultiBlockMaskSampler
+from rejepa_jax.masking import MaskSampler
 
 # A record that failed to decode travels down the pipeline as {_ERROR_KEY: message, _ERROR_TYPE_KEY:
 # class name}, so that it reaches `SkipBadIterDataset` in order, also from worker processes.
@@ -62,12 +62,10 @@ class TrainTransform:
     crop_ratio: tuple[float, float]
     flip_horizontal: bool
     flip_vertical: bool
-    mask_sampler: MultiBlockMaskSampler
+    mask_sampler: MaskSampler
 
     @classmethod
-    def from_config(
-        cls, data_config: ml_collections.ConfigDict, mask_sampler: MultiBlockMaskSampler
-    ) -> TrainTransform:
+    def from_config(cls, data_config: ml_collections.ConfigDict, mask_sampler: MaskSampler) -> TrainTransform:
         return cls(
             image_size=data_config.image_size,
             channels=data_config.channels,
@@ -307,7 +305,7 @@ def train_records(source: Source, seed: int) -> grain.MapDataset:
 
 def make_train_iterator(
     config: ml_collections.ConfigDict,
-    mask_sampler: MultiBlockMaskSampler,
+    mask_sampler: MaskSampler,
     *,
     process_index: int = 0,
     process_count: int = 1,

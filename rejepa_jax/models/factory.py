@@ -7,6 +7,7 @@ import ml_collections
 
 from rejepa_jax.models.vit import Predictor, VisionTransformer, VitShape, parse_variant
 
+METHODS = ("rejepa", "mae")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -52,6 +53,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> VisionTransformer:
 
 
 def build_predictor(config: ml_collections.ConfigDict) -> Predictor:
+    """REJEPA's narrow predictor, or the MAE baseline's pixel decoder (`method="mae"`)."""
     shape = encoder_shape(config.model)
     heads = config.model.predictor_heads or shape.num_heads
     if config.model.predictor_width % heads or config.model.predictor_width % 4:
@@ -59,9 +61,13 @@ def build_predictor(config: ml_collections.ConfigDict) -> Predictor:
             f"model.predictor_width={config.model.predictor_width} must be divisible by 4 and by the "
             f"predictor's {heads} heads (model.predictor_heads)."
         )
+    if config.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {config.method!r}.")
+    # REJEPA predicts encoder tokens; the MAE baseline's decoder predicts the pixels of a patch.
+    pixels = shape.patch_size**2 * config.data.channels
     return Predictor(
         grid=patch_grid(config),
-        encoder_width=shape.width,
+        out_features=shape.width if config.method == "rejepa" else pixels,
         width=config.model.predictor_width,
         depth=config.model.predictor_depth,
         num_heads=heads,

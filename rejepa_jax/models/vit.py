@@ -75,6 +75,17 @@ def posemb_sincos_2d(grid_h: int, grid_w: int, width: int) -> np.ndarray:
     return np.concatenate([embed_1d(cols), embed_1d(rows)], axis=1).astype(np.float32)
 
 
+def patchify(images: jax.Array, patch_size: int) -> jax.Array:
+    """[B, H, W, C] -> [B, (H/p)*(W/p), p*p*C] row-major patches (each patch row-major, bands last)."""
+    batch, height, width, bands = images.shape
+    p = patch_size
+    if height % p or width % p:
+        raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {p}.")
+    grid_h, grid_w = height // p, width // p
+    patches = images.reshape(batch, grid_h, p, grid_w, p, bands).transpose(0, 1, 3, 2, 4, 5)
+    return patches.reshape(batch, grid_h * grid_w, p * p * bands)
+
+
 def gather_tokens(tokens: jax.Array, idx: jax.Array) -> jax.Array:
     """Gathers tokens [B, N, D] at indices [B, K] (or [B, M, K]) along the token axis."""
     batch = tokens.shape[0]
@@ -165,14 +176,9 @@ class VisionTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, images: jax.Array, keep_idx: jax.Array | None = None) -> jax.Array:
-        batch, height, width, bands = images.shape
-        p = self.patch_size
-        if height % p or width % p:
-            raise ValueError(f"Image size {height}x{width} is not divisible by the patch size {p}.")
-        grid_h, grid_w = height // p, width // p
+        grid_h, grid_w = images.shape[1] // self.patch_size, images.shape[2] // self.patch_size
         # A patchify + Dense is the same map as the reference's stride-p convolution.
-        patches = images.reshape(batch, grid_h, p, grid_w, p, bands).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(batch, grid_h * grid_w, p * p * bands).astype(self.dtype)
+        patches = patchify(images, self.patch_size).astype(self.dtype)
         x = nn.Dense(self.width, dtype=self.dtype, kernel_init=DENSE_INIT, name="patch_embed")(patches)
         x = x + jnp.asarray(posemb_sincos_2d(grid_h, grid_w, self.width), self.dtype)
         if keep_idx is not None:
@@ -186,11 +192,13 @@ class Predictor(nn.Module):
     """I-JEPA's narrow predictor: predicts target-token features from the context tokens.
 
     Each of the M target blocks is predicted in its own sequence [context ‖ M_k mask tokens], where a
-    mask token is one shared learned vector plus the sin-cos position of its target patch.
+    mask token is one shared learned vector plus the sin-cos position of its target patch. With
+    `out_features` = the encoder width it predicts latent tokens (REJEPA); with p*p*bands it is the
+    MAE baseline's light pixel decoder (one block: the masked patches).
     """
 
     grid: tuple[int, int]
-    encoder_width: int
+    out_features: int
     width: int
     depth: int
     num_heads: int
@@ -200,7 +208,7 @@ class Predictor(nn.Module):
 
     @nn.compact
     def __call__(self, context: jax.Array, context_idx: jax.Array, target_idx: jax.Array) -> jax.Array:
-        """context [B, Kc, D], context_idx [B, Kc], target_idx [B, M, Kt] -> predictions [B, M, Kt, D]."""
+        """context [B, Kc, D], context_idx [B, Kc], target_idx [B, M, Kt] -> [B, M, Kt, out_features]."""
         batch, num_context, _ = context.shape
         _, num_targets, num_target_tokens = target_idx.shape
         posemb = jnp.asarray(posemb_sincos_2d(*self.grid, self.width), self.dtype)[None]
@@ -218,5 +226,5 @@ class Predictor(nn.Module):
             self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="predictor"
         )(x)
         x = x[:, num_context:]
-        x = nn.Dense(self.encoder_width, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(x)
-        return x.reshape(batch, num_targets, num_target_tokens, self.encoder_width)
+        x = nn.Dense(self.out_features, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(x)
+        return x.reshape(batch, num_targets, num_target_tokens, self.out_features)
