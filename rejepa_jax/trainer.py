@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,11 +202,14 @@ def _train_and_evaluate(
     throughput.update(start_step)
     preemption = PreemptionWatcher(config.checkpoint.preemption_check_every)
     skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
+    input_wait, interval_start = 0.0, time.perf_counter()
 
     # ---- Loop ----
     try:
         for step in range(start_step + 1, total_steps + 1):
+            wait_start = time.perf_counter()
             host_batch = next(train_iter)
+            input_wait += time.perf_counter() - wait_start
             skipped_records += int(host_batch.pop("skipped").sum())
             device_batch = sharding.global_batch(host_batch, mesh)
             with jax.transfer_guard("disallow"):  # No implicit host<->device copies in the step.
@@ -220,8 +224,12 @@ def _train_and_evaluate(
                 _check_finite(values, step, checkpointer)
             if log_now:
                 rate = throughput.update(step)
+                now = time.perf_counter()
                 scalars = {f"train/{k}": v for k, v in values.items()}
                 scalars["train/images_per_second"] = rate
+                # Share of the wall time spent waiting for input: the pipeline's stall on the step.
+                scalars["train/input_wait_fraction"] = input_wait / max(now - interval_start, 1e-9)
+                input_wait, interval_start = 0.0, now
                 scalars["data/skipped_records"] = float(skipped_records)
                 writer.write_scalars(step, scalars)
                 progress.update(step, {k: values[k] for k in CONSOLE_KEYS if k in values}, rate)

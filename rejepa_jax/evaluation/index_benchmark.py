@@ -34,7 +34,7 @@ from rejepa_jax.retrieval.index_searcher import IndexSearcher
 from rejepa_jax.retrieval.manifest import ENCODER, SCANN_DIR
 
 BASELINES = (COLOR_HISTOGRAM, "random_init")
-MODEL = "rejepa"
+MODEL = "model"  # Key of the model's descriptors while embedding.
 REPORT_TITLE = "REJEPA retrieval report"
 
 
@@ -143,14 +143,15 @@ def evaluate(
     descriptors: dict[str, dict[str, float]] = {}
     per_query: dict[str, np.ndarray] = {}
     _, exact_indices = retrieval_metrics.exact_search(query_desc, archive_desc, k_max)
-    descriptors[f"{MODEL} (exact)"] = retrieval_metrics.ranking_report(
+    name = config.method  # "rejepa" or "mae": the rows of the report.
+    descriptors[f"{name} (exact)"] = retrieval_metrics.ranking_report(
         exact_indices, query_split.labels, archive.labels, ks, multi_label=multi_label, per_query=per_query
     )
     index_section = None
     ranking = exact_indices
     if not exact_only:
         approx_indices, _ = scann_index.search(index.searcher, query_desc, k_max, index.settings)
-        descriptors[f"{MODEL} (index)"] = retrieval_metrics.ranking_report(
+        descriptors[f"{name} (index)"] = retrieval_metrics.ranking_report(
             approx_indices, query_split.labels, archive.labels, ks, multi_label=multi_label
         )
         speed = scann_index.benchmark(
@@ -214,7 +215,7 @@ def evaluate(
         ]
         figure_list.append(
             {
-                "caption": f"P@{k_class} per query class (exact search, {MODEL}).",
+                "caption": f"P@{k_class} per query class (exact search, {name}).",
                 "path": figures.per_class_bar(
                     out_dir / "per_class.png", names, values, metric_name=f"P@{k_class}"
                 ).name,
