@@ -15,7 +15,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch"
-SCRIPTS = sorted([*LAUNCH.glob("*.sh"), LAUNCH / "gpu_slurm.sbatch", REPO / ".ci" / "run"])
+SCRIPTS = sorted(
+    [
+        *LAUNCH.glob("*.sh"),
+        LAUNCH / "gpu_slurm.sbatch",
+        REPO / ".ci" / "run",
+        *(REPO / "benchmarks").glob("*.sh"),
+    ]
+)
 
 
 def _shellcheck() -> str:
