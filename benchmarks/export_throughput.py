@@ -7,8 +7,8 @@ In one run:
    batch of the export's batch size (the ceiling export can reach);
 2. `rejepa_jax.export` on the run's archive split: images/s of the embedding phase (data reading,
    decoding, forward, streaming to disk), and its ratio to (1) — the goal is within 10 %;
-3. for synthetic archives of growing size (the run must use `data.source=synthetic`, or pass
-   `--synthetic_run` to train a tiny one), the peak resident memory of an export process.
+3. for synthetic archives of growing size (pass `--synthetic_workdir`, a tiny run on synthetic data),
+   the peak resident memory of an export process.
 """
 
 from __future__ import annotations

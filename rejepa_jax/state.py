@@ -76,3 +76,15 @@ def encoder_params(state: TrainState, which: str) -> Any:
     if which == "context":
         return state.params["encoder"]
     raise ValueError(f"Unknown encoder {which!r}; expected 'target' or 'context'.")
+
+
+def select_encoder(params: dict[str, Any], which: str) -> Any:
+    """The 'target' or 'context' encoder's params from a restored {encoder, predictor, target} dict.
+
+    The context encoder is stored under "encoder" (the name the optimizer and sharding rules see).
+    """
+    if which == "target":
+        return params["target"]
+    if which == "context":
+        return params["encoder"]
+    raise ValueError(f"Unknown encoder {which!r}; expected 'target' or 'context'.")

@@ -68,6 +68,15 @@ def test_exact_mode_from_a_checkpoint_matches_the_exported_index(trained, index_
         assert exact["descriptors"]["rejepa (exact)"][key] == pytest.approx(value, abs=1e-6)
 
 
+def test_exact_mode_evaluates_either_encoder(trained, tmp_path):
+    target = archive_from_workdir(trained, encoder="target")
+    context = archive_from_workdir(trained, encoder="context")
+    assert target.descriptors.shape == context.descriptors.shape
+    assert np.abs(target.descriptors - context.descriptors).max() > 1e-4
+    with pytest.raises(ValueError, match="expected 'target' or 'context'"):
+        archive_from_workdir(trained, encoder="predictor")
+
+
 def test_other_query_splits_and_the_command_line(index_dir, tmp_path):
     # The archive's own split as queries: every query's nearest neighbour is itself.
     report = evaluate(

@@ -67,6 +67,21 @@ def test_pca_whitened_export_round_trips(trained, tmp_path):
     assert hit.id == str(searcher.ids[42]) and hit.score == pytest.approx(1.0, abs=1e-4)
 
 
+def test_context_encoder_export_uses_the_online_encoder(trained, index_dir, tmp_path):
+    out = tmp_path / "context"
+    config = config_lib.load_json(trained / "config.json")
+    export_index(config, trained, out, ExportOptions(encoder="context"))
+    context, target = IndexSearcher(out), IndexSearcher(index_dir)
+    assert context.manifest.encoder == "context" and target.manifest.encoder == "target"
+    # After two steps with EMA momentum 0.996 the two encoders differ, so their descriptors do.
+    assert np.abs(context.descriptors - target.descriptors).max() > 1e-4
+    params = trainer.restore_final_params(config, trained)
+    path = Path(config_lib.SAMPLE_ROOT) / str(context.ids[7])
+    hit = context.search(context.descriptors_for_images([path]), k=1)[0][0]
+    assert hit.id == str(context.ids[7]) and hit.score == pytest.approx(1.0, abs=1e-4)
+    assert params["encoder"].keys() == params["target"].keys()
+
+
 def _copy(index_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(index_dir, copy)

@@ -84,12 +84,13 @@ def archive_from_workdir(
     config = config_lib.apply_overrides(config_lib.load_json(Path(workdir) / "config.json"), list(overrides))
     config = config_for_present_devices(config)
     restored_step, params = trainer.restore_params(config, workdir, step=step)
+    params = state_lib.select_encoder(params, encoder)
     run = trainer.build_run(config)
-    archive = SplitEmbedder(config, run.encoder, run.mesh).embed_split("archive", {MODEL: params[encoder]})
+    archive = SplitEmbedder(config, run.encoder, run.mesh).embed_split("archive", {MODEL: params})
     source = make_source(config.data, "archive")
     return Archive(
         config=config,
-        params=params[encoder],
+        params=params,
         descriptors=l2_normalise(archive.pooled[MODEL]),
         labels=archive.labels,
         positions=archive.index,

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from rejepa_jax import config_lib, trainer
+from rejepa_jax import state as state_lib
 from rejepa_jax.data.sources import make_source
 from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
 from rejepa_jax.retrieval import encoder_bundle, manifest, scann_index
@@ -68,7 +69,7 @@ def export_index(
     is_main = jax.process_index() == 0
     config = config_for_present_devices(config)
     step, params = trainer.restore_params(config, workdir, step=options.step)
-    encoder_params = params[options.encoder]
+    encoder_params = state_lib.select_encoder(params, options.encoder)
     run = trainer.build_run(config)
     source = make_source(config.data, options.split)
     logging.info(
