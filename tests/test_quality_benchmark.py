@@ -63,3 +63,28 @@ def test_table_has_a_row_per_encoder_and_floor():
     assert lines[2].startswith("| rejepa (target) | 10 | 2.00 | 2.0 | 0.500")
     assert lines[4].startswith("| color_histogram | – |")
     assert lines[2].count("0.250") == len(qpc.KS)
+
+
+def test_every_tuning_trial_is_a_valid_config_on_a_query_subset(tmp_path):
+    from benchmarks import short_run_tuning as tuning
+
+    split_dir = tmp_path / "meta"
+    split_dir.mkdir()
+    rows = ["index,Filename,Label,ClassName"] + [f"{i},a/{i}.jpg,0,A" for i in range(10)]
+    (split_dir / "test.csv").write_text("\n".join(rows) + "\n")
+    name = tuning.query_subset(split_dir, tmp_path / "out", 4)
+    assert (tmp_path / "out" / name).read_text().splitlines() == rows[:5]
+    configs = {
+        trial: tuning.trial_config(
+            trial, data_root="/data", split_dir=str(split_dir), query_csv=tmp_path / "out" / name, steps=40
+        )
+        for trial in tuning.TRIALS
+    }
+    assert configs["random_init"].total_steps == 1 and configs["random_init"].optimizer.lr == 0
+    assert configs["baseline"].total_steps == 40 and configs["baseline"].model.predictor_depth == 2
+    assert configs["predictor_depth_6"].model.predictor_depth == 6
+    assert configs["lr_2.5e-4"].optimizer.lr == 2.5e-4
+    assert configs["ema_from_0.99"].ema.start == 0.99
+    for config in configs.values():
+        assert config.data.query_split == str((tmp_path / "out" / name).absolute())
+        assert config.data.archive_split == "validation.csv" and config.batch_size == 64
