@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,26 +26,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rejepa_jax import config_lib, cost_report, sharding, trainer
+from benchmarks import step_timing
+from rejepa_jax import config_lib, trainer
 from rejepa_jax.retrieval import scann_index
-from rejepa_jax.train_step import make_train_step
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def matmul_peak(dtype, size: int, repeats: int = 10) -> float:
-    """FLOP/s of one size^3 matrix product (median)."""
-    a = jnp.ones((size, size), dtype)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 def benchmark_config(tiny: bool) -> config_lib.ml_collections.ConfigDict:
@@ -68,39 +53,6 @@ def benchmark_config(tiny: bool) -> config_lib.ml_collections.ConfigDict:
         config.data.image_size = 64
         config.batch_size = config.eval.batch_size = 8 * jax.device_count()
     return config
-
-
-def train_step_rate(config, steps: int) -> dict[str, float]:
-    run = trainer.build_run(config)
-    step = jax.jit(
-        make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer),
-        in_shardings=(run.state_sharding, {k: sharding.batch_sharding(run.mesh) for k in run.batch}),
-        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)),
-        donate_argnums=0,
-    )
-    rng = np.random.default_rng(0)
-    masks = [run.sampler.sample(rng) for _ in range(config.batch_size)]
-    host = {
-        "image": rng.normal(size=run.batch["image"].shape).astype(np.float32),
-        "context_idx": np.stack([m[0] for m in masks]),
-        "target_idx": np.stack([m[1] for m in masks]),
-    }
-    with jax.set_mesh(run.mesh):
-        batch = sharding.global_batch(host, run.mesh)
-        state = jax.jit(run.init_fn, out_shardings=run.state_sharding)(jax.random.key(0))
-        state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = step(state, batch)
-        jax.block_until_ready(metrics)
-        seconds = (time.perf_counter() - start) / steps
-    flops = cost_report.compile_cost(config).flops_per_step
-    return {
-        "images_per_second": config.batch_size / seconds,
-        "flops_per_step": flops,
-        "flops_per_second": flops / seconds,
-    }
 
 
 def export_rate(config, archive: int) -> dict[str, float]:
@@ -156,9 +108,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     size = 1024 if args.tiny else 8192
-    peak_bf16, peak_f32 = matmul_peak(jnp.bfloat16, size), matmul_peak(jnp.float32, size)
+    peak_bf16 = step_timing.matmul_peak_flops(jnp.bfloat16, size, repeats=10)
+    peak_f32 = step_timing.matmul_peak_flops(jnp.float32, size, repeats=10)
     config = benchmark_config(args.tiny)
-    train = train_step_rate(config, 2 if args.tiny else args.steps)
+    train = step_timing.time_train_step(config, 2 if args.tiny else args.steps)
     export = export_rate(config, 512 if args.tiny else 20_000)
     search = search_rates(
         64 if args.tiny else 768, 5_000 if args.tiny else 1_000_000, 200 if args.tiny else 10_000

@@ -30,13 +30,19 @@ from rejepa_jax import config_lib, sharding, trainer
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 
 REPO = Path(__file__).resolve().parent.parent
-_MEASURE = (
+# Runs the export command and prints its peak resident memory (kB) as it exits; read by `peak_rss_kb`.
+MEASURE_PEAK_RSS = (
     "import atexit, resource, runpy, sys\n"
     "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
     "atexit.register(lambda: print('PEAK_RSS_KB', peak(), flush=True))\n"
     "sys.argv = ['export'] + sys.argv[1:]\n"
     "runpy.run_module('rejepa_jax.export', run_name='__main__')\n"
 )
+
+
+def peak_rss_kb(stdout: str) -> int:
+    """The peak resident memory a `MEASURE_PEAK_RSS` process printed."""
+    return int(stdout.split("PEAK_RSS_KB")[1].split()[0])
 
 
 def forward_only(workdir: Path, repeats: int = 10) -> dict[str, float]:
@@ -65,7 +71,7 @@ def forward_only(workdir: Path, repeats: int = 10) -> dict[str, float]:
 def export_run(workdir: Path, out: Path, extra: list[str]) -> dict[str, float]:
     """Runs the export command; returns its embedding rate and peak memory."""
     done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, "--workdir", str(workdir), "--out", str(out), *extra],
+        [sys.executable, "-c", MEASURE_PEAK_RSS, "--workdir", str(workdir), "--out", str(out), *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -78,7 +84,7 @@ def export_run(workdir: Path, out: Path, extra: list[str]) -> dict[str, float]:
         "images": int(rate.group(1)),
         "embed_seconds": float(rate.group(2)),
         "images_per_second": float(rate.group(3)),
-        "peak_rss_mb": int(done.stdout.split("PEAK_RSS_KB")[1].split()[0]) / 1024,
+        "peak_rss_mb": peak_rss_kb(done.stdout) / 1024,
     }
 
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -32,31 +31,16 @@ import jax
 jax.config.update("jax_num_cpu_devices", 8)
 
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
-from rejepa_jax import config_lib, sharding, trainer  # noqa: E402
+from benchmarks import step_timing  # noqa: E402
+from rejepa_jax import config_lib, trainer  # noqa: E402
 from rejepa_jax.data import pipeline  # noqa: E402
-from rejepa_jax.train_step import make_train_step  # noqa: E402
 
 MODELS = {
     # name: (variant, image size, global batch, predictor width, predictor depth)
     "ViT-Ti/8 @ 64 px": ("Ti/8", 64, 64, 192, 6),
     "ViT-S/16 @ 224 px": ("S/16", 224, 16, 384, 6),
 }
-
-
-def matmul_peak_gflops(dtype: jnp.dtype, size: int = 4096, repeats: int = 5) -> float:
-    """Median GFLOP/s of one jit-compiled size^3 matrix product."""
-    a = jnp.ones((size, size), dtype)
-    b = jnp.ones((size, size), dtype)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def model_config(name: str, *, devices: int, dtype: str) -> config_lib.ml_collections.ConfigDict:
@@ -73,52 +57,6 @@ def model_config(name: str, *, devices: int, dtype: str) -> config_lib.ml_collec
     config.mesh.data = devices
     config.total_steps = 1000
     return config
-
-
-def step_throughput(config, steps: int) -> dict[str, float]:
-    """Images/s and FLOPs of the real train step on device-resident random batches."""
-    run = trainer.build_run(config)
-    batch_sharding = {k: sharding.batch_sharding(run.mesh) for k in run.batch}
-    step = jax.jit(
-        make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer),
-        in_shardings=(run.state_sharding, batch_sharding),
-        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)),
-        donate_argnums=0,
-    )
-    rng = np.random.default_rng(0)
-    host_batches = []
-    for _ in range(2):
-        masks = [run.sampler.sample(rng) for _ in range(config.batch_size)]
-        host_batches.append(
-            {
-                "image": rng.normal(size=run.batch["image"].shape).astype(np.float32),
-                "context_idx": np.stack([m[0] for m in masks]),
-                "target_idx": np.stack([m[1] for m in masks]),
-            }
-        )
-    with jax.set_mesh(run.mesh):
-        batches = [sharding.global_batch(b, run.mesh) for b in host_batches]
-        state = jax.jit(run.init_fn, out_shardings=run.state_sharding)(jax.random.key(0))
-        compile_start = time.perf_counter()
-        compiled = step.lower(run.abstract_state, run.batch).compile()
-        compile_seconds = time.perf_counter() - compile_start
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list | tuple) else cost
-        state, metrics = step(state, batches[0])  # Warm-up.
-        jax.block_until_ready(metrics)
-        start = time.perf_counter()
-        for i in range(steps):
-            state, metrics = step(state, batches[i % 2])
-        jax.block_until_ready(metrics)
-        seconds = (time.perf_counter() - start) / steps
-    flops = float(cost["flops"]) * run.mesh.size
-    return {
-        "images_per_second": config.batch_size / seconds,
-        "step_seconds": seconds,
-        "flops_per_step": flops,
-        "gflops_per_second": flops / seconds / 1e9,
-        "compile_seconds": compile_seconds,
-    }
 
 
 def pipeline_throughput(config, batches: int) -> float:
@@ -142,15 +80,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Write the results as JSON.")
     args = parser.parse_args()
 
-    peak32 = matmul_peak_gflops(jnp.float32)
-    peak16 = matmul_peak_gflops(jnp.bfloat16)
+    peak32 = step_timing.matmul_peak_flops(jnp.float32, 4096) / 1e9
+    peak16 = step_timing.matmul_peak_flops(jnp.bfloat16, 4096) / 1e9
     print(f"jnp.matmul 4096^3 peak: float32 {peak32:.0f} GFLOP/s, bfloat16 {peak16:.0f} GFLOP/s")
     rows = []
     for name in MODELS if not args.quick else list(MODELS)[:1]:
         for devices in (1, 8) if not args.quick else (1,):
             for dtype in ("float32", "bfloat16") if not args.quick else ("float32",):
                 config = model_config(name, devices=devices, dtype=dtype)
-                result = step_throughput(config, args.steps)
+                result = step_timing.time_train_step(config, args.steps)
+                result["gflops_per_second"] = result.pop("flops_per_second") / 1e9
                 result.update(model=name, devices=devices, dtype=dtype)
                 result["mfu_vs_float32_matmul"] = result["gflops_per_second"] / peak32
                 rows.append(result)

@@ -19,8 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rejepa_jax import sharding, trainer
-from rejepa_jax.train_step import make_train_step
+from rejepa_jax import trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +68,7 @@ def _bytes_per_device(abstract: Any) -> int:
 def compile_cost(config: ml_collections.ConfigDict) -> CostReport:
     """Compiles the train step exactly as training would and collects its cost."""
     run = trainer.build_run(config)
-    step = jax.jit(
-        make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer),
-        in_shardings=(run.state_sharding, {k: sharding.batch_sharding(run.mesh) for k in run.batch}),
-        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)),
-        donate_argnums=0,
-    )
+    step = trainer.jit_train_step(config, run)
     with jax.set_mesh(run.mesh):
         compiled = step.lower(run.abstract_state, run.batch).compile()
     cost = compiled.cost_analysis()

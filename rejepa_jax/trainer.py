@@ -146,6 +146,20 @@ def restore_final_params(config: ml_collections.ConfigDict, workdir: str | Path)
     return restore_params(config, workdir)[1]
 
 
+def jit_train_step(config: ml_collections.ConfigDict, run: RunSetup, *, wrap=lambda fn: fn) -> Any:
+    """The train step as training compiles it: explicit state and batch shardings, state donated.
+
+    Training, `--dry_run` and the benchmarks all call this, so what they measure is what runs.
+    `wrap` decorates the Python step before jit (the trainer's trace-once guard).
+    """
+    return jax.jit(
+        wrap(make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer)),
+        in_shardings=(run.state_sharding, {k: sharding.batch_sharding(run.mesh) for k in run.batch}),
+        out_shardings=(run.state_sharding, sharding.replicated(run.mesh)),
+        donate_argnums=0,
+    )
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, dict[str, float]]:
     """Trains (or resumes) in `workdir`, then evaluates retrieval; returns metrics per descriptor.
 
@@ -185,14 +199,7 @@ def _train_and_evaluate(
         logging.info("Resumed from step %d in %s.", start_step, checkpointer.directory)
 
     # ---- The step: explicit shardings, state donated, traced once ----
-    step_fn = jax.jit(
-        _trace_once(
-            make_train_step(config, encoder=encoder, predictor=run.predictor, optimizer=run.optimizer)
-        ),
-        in_shardings=(run.state_sharding, {k: sharding.batch_sharding(mesh) for k in run.batch}),
-        out_shardings=(run.state_sharding, sharding.replicated(mesh)),
-        donate_argnums=0,
-    )
+    step_fn = jit_train_step(config, run, wrap=_trace_once)
 
     writer = MetricWriter(workdir, enabled=is_main)
     writer.write_config(config)

@@ -8,17 +8,10 @@ from pathlib import Path
 
 from test_training_run import tiny_demo
 
+from benchmarks.export_throughput import MEASURE_PEAK_RSS, peak_rss_kb
 from rejepa_jax import trainer
 
 REPO = Path(__file__).resolve().parent.parent
-# Runs the export command and prints this process's peak resident memory (kB) when it exits.
-MEASURE = (
-    "import atexit, resource, runpy, sys\n"
-    "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-    "atexit.register(lambda: print('PEAK_RSS_KB', peak(), flush=True))\n"
-    "sys.argv = ['export'] + sys.argv[1:]\n"
-    "runpy.run_module('rejepa_jax.export', run_name='__main__')\n"
-)
 
 
 def _peak_rss_kb(workdir: Path, out: Path, archive_size: int) -> int:
@@ -26,7 +19,7 @@ def _peak_rss_kb(workdir: Path, out: Path, archive_size: int) -> int:
         [
             sys.executable,
             "-c",
-            MEASURE,
+            MEASURE_PEAK_RSS,
             "--workdir",
             str(workdir),
             "--out",
@@ -41,7 +34,7 @@ def _peak_rss_kb(workdir: Path, out: Path, archive_size: int) -> int:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"Index of {archive_size} descriptors" in done.stdout
-    return int(done.stdout.split("PEAK_RSS_KB")[1].split()[0])
+    return peak_rss_kb(done.stdout)
 
 
 def test_peak_memory_is_flat_in_the_archive_size(tmp_path):
