@@ -1,64 +1,102 @@
-"""Retrieval quality per unit of compute on EuroSAT: REJEPA, REJEPA without VICReg, and MAE.
+"""Retrieval quality per unit of pretraining compute on EuroSAT: one pretraining run per call.
 
-    python -m benchmarks.quality_per_compute --data_root ../shared/data/eurosat_rgb \
-        --split_dir ../shared/data/eurosat_rgb_meta --budget_pflop 0.1 --out runs/quality
+    python -m benchmarks.quality_per_compute --protocol tuning --name ijepa_lr5e-4 \
+        --config configs/eurosat.py:recipe=ijepa,model=Ti/8 --budget_pflop 0.1 \
+        --set optimizer.lr=5e-4 --data_root ../shared/data/eurosat_rgb \
+        --split_dir ../shared/data/eurosat_rgb_meta --out runs/quality
+    python -m benchmarks.quality_per_compute --table --out runs/quality --plot quality.png
 
-Protocol (the data README's): pretrain without labels on train + validation (the archive, 24,300
-images), index the archive, query with test (2,700), relevant = same class; exact cosine search.
-Every method gets the same compute budget, counted in training FLOPs from XLA's cost analysis of
-its own compiled step (`--budget_pflop`, 1 PFLOP = 1e15): a method whose step is cheaper takes more
-steps. Each run is trained, exported and evaluated with the same protocol; the colour-histogram and
-random-init floors are evaluated once. Writes `<out>/results.json` and prints a markdown table with
-P@K and mAP@K (K = 5, 10, 20, 100; mAP normalised by the relevant items retrieved in the top K),
-for the target (EMA) and context encoders where a method has both, with wall-clock per run.
+Protocols (the data README's):
+- `tuning`: pretrain on train.csv, archive = train.csv, queries = validation.csv. Every choice of
+  recipe, hyper-parameter or descriptor is made here.
+- `test`: pretrain on train + validation (the archive, 24,300 images), queries = test.csv (2,700).
+  For the final table only: a finished test run is never run again.
+
+The run gets a budget of training FLOPs, counted with XLA's cost analysis of its own compiled train
+step (1 PFLOP = 1e15): a cheaper step takes more steps. The warm-up is a fifteenth of the steps.
+Retrieval is the trainer's end-of-run evaluation (exact cosine search, relevant = same class):
+P@K and mAP@K (normalised by the relevant items retrieved in the top K) for K = 5, 10, 20, 100,
+effective rank of the archive descriptors, and for the EMA target the share of its initial weights
+it still carries. `--floors` also evaluates the colour-histogram and random-init descriptors.
+
+Results accumulate in `<out>/results.json` under `<protocol>/<name>`; workdirs are
+`<out>/<protocol>/<name>`, and re-running an unfinished run resumes it from its checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import csv
 import json
 import math
-import os
+import shlex
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from rejepa_jax import config_lib, cost_report, trainer
-from rejepa_jax.evaluation.index_benchmark import archive_from_workdir, evaluate
+import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-KS = [5, 10, 20, 100]
-# name -> (config file, overrides applied on top of it). REJEPA runs with a 2-block predictor: on
-# 400-step EuroSAT runs it matched the 6-block one's P@20 (0.497 vs 0.496) at half the step time,
-# so under a fixed FLOP budget it gets twice the steps (BENCHMARKS.md, "Tuning").
-METHODS = {
-    "rejepa": ("eurosat", {"model.predictor_depth": 2}),
-    "rejepa_no_vicreg": ("eurosat", {"model.predictor_depth": 2, "objective.vicreg": False}),
-    "mae": ("eurosat_mae", {}),
+from rejepa_jax import config_lib, cost_report, optim, trainer
+
+KS = (5, 10, 20, 100)
+PROTOCOLS = {
+    "tuning": {"train": "train.csv", "archive": "train.csv", "query": "validation.csv"},
+    # The demo's size (80 archive and 20 query images per class) drawn from train and validation,
+    # for choices that concern the demo: its own queries come from the test split.
+    "demo_tuning": {"train": "demo_train.csv", "archive": "demo_train.csv", "query": "demo_validation.csv"},
+    "test": {
+        "train": "train.csv,validation.csv",
+        "archive": "train.csv,validation.csv",
+        "query": "test.csv",
+    },
 }
+FLOORS = ("color_histogram", "random_init")
+TABLE_METRICS = (*(f"p@{k}" for k in KS), "map@20/retrieved", "effective_rank")
 
 
-def load_config(name: str, arg: str):
-    spec = importlib.util.spec_from_file_location(f"configs_{name}", REPO / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+DEMO_PER_CLASS = {"demo_train.csv": ("train.csv", 80), "demo_validation.csv": ("validation.csv", 20)}
 
 
-def method_config(method: str, args: argparse.Namespace):
-    """The method's config on the EuroSAT folder, with the shared model and schedule settings."""
-    config_name, extra = METHODS[method]
-    config = load_config(config_name, f"model={args.model}")
+def write_demo_splits(split_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """Writes the demo-sized split files (a fixed per-class draw from train / validation) into out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, (source, per_class) in DEMO_PER_CLASS.items():
+        with (split_dir / source).open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames, sorted(reader, key=lambda row: row["Filename"])
+        picked = []
+        for label in sorted({row["ClassName"] for row in rows}):
+            members = [row for row in rows if row["ClassName"] == label]
+            picked += [members[i] for i in sorted(rng.choice(len(members), per_class, replace=False))]
+        with (out_dir / name).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(picked)
+    return out_dir
+
+
+def run_config(args: argparse.Namespace):
+    """The run's config: its config file, the protocol's splits, the shared settings, `--set`."""
+    config = config_lib.load_config_file(args.config)
+    splits = PROTOCOLS[args.protocol]
+    split_dir = Path(args.split_dir).resolve()
+    if args.protocol == "demo_tuning":
+        split_dir = write_demo_splits(split_dir, Path(args.out).resolve() / "demo_splits")
     overrides = [
-        f"data.root={args.data_root}",
-        f"data.split_dir={args.split_dir}",
-        f"batch_size={args.batch_size}",
+        f"data.root={Path(args.data_root).resolve()}",
+        f"data.split_dir={split_dir}",
+        f"data.train_split={splits['train']}",
+        f"data.archive_split={splits['archive']}",
+        f"data.query_split={splits['query']}",
         f"data.num_workers={args.num_workers}",
+        f"batch_size={args.batch_size}",
         "mesh.data=1",
         "eval.every_steps=0",
-        "eval.baselines=()",
+        f"eval.ks={KS}",
+        f"eval.baselines={FLOORS if args.floors else ()}",
         f"checkpoint.every_steps={args.checkpoint_every}",
-        *(f"{key}={value}" for key, value in extra.items()),
         *args.set,
     ]
     return config_lib.apply_overrides(config, overrides)
@@ -70,88 +108,167 @@ def steps_for_budget(config, budget_flops: float) -> tuple[int, float]:
     return max(1, math.floor(budget_flops / flops_per_step)), flops_per_step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_root", required=True)
-    parser.add_argument("--split_dir", required=True)
-    parser.add_argument("--budget_pflop", type=float, default=0.1)
-    parser.add_argument("--model", default="Ti/8")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--checkpoint_every", type=int, default=500)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--set", nargs="*", default=[], help="Config overrides for every method.")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+def budget_config(config, budget_flops: float):
+    """`config` with total steps (and warm-up) set to spend the budget; also returns FLOPs per step."""
+    steps, flops_per_step = steps_for_budget(config, budget_flops)
+    overrides = [f"total_steps={steps}", f"optimizer.warmup_steps={max(1, steps // 15)}"]
+    return config_lib.apply_overrides(config, overrides), flops_per_step
+
+
+def summarise(config, metrics: dict[str, dict[str, float]], flops_per_step: float) -> dict[str, Any]:
+    """What the results file keeps of one finished run."""
+    keep = {"effective_rank", "std_mean"} | {f"p@{k}" for k in KS} | {f"map@{k}/retrieved" for k in KS}
+    descriptors = {name: {k: v for k, v in report.items() if k in keep} for name, report in metrics.items()}
+    summary = {
+        "method": config.method,
+        "steps": config.total_steps,
+        "batch_size": config.batch_size,
+        "flops_per_step": flops_per_step,
+        "flops_per_image": flops_per_step / config.batch_size,
+        "pflop": flops_per_step * config.total_steps / 1e15,
+        "descriptors": descriptors,
+    }
+    if config.method == "rejepa":
+        summary["ema_initial_weight"] = optim.ema_initial_weight(
+            config.ema, config.total_steps, config.total_steps
+        )
+    return summary
+
+
+def run(args: argparse.Namespace) -> None:
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
-    results.update(
-        date=time.strftime("%Y-%m-%d"),
-        machine={"cpu_count": os.cpu_count()},
-        budget_flops=args.budget_pflop * 1e15,
-        model=args.model,
-        batch_size=args.batch_size,
-    )
-
-    for method in args.methods:
-        if method in results["runs"] and results["runs"][method].get("done"):
-            continue  # Resumable: finished methods are kept.
-        config = method_config(method, args)
-        steps, flops_per_step = steps_for_budget(config, args.budget_pflop * 1e15)
-        config = config_lib.apply_overrides(
-            config, [f"total_steps={steps}", f"optimizer.warmup_steps={max(1, steps // 15)}"]
-        )
-        workdir = args.out / method
-        start = time.perf_counter()
-        trainer.train_and_evaluate(config, workdir)
-        train_seconds = time.perf_counter() - start
-        encoders = config.eval.encoders
-        reports = {}
-        for encoder in encoders:
-            archive = archive_from_workdir(workdir, encoder=encoder)
-            report = evaluate(archive, "query", args.out / f"{method}_{encoder}_report", ks=KS, baselines=())
-            reports[encoder] = report["descriptors"][f"{config.method} (exact)"]
-        results["runs"][method] = {
-            "steps": steps,
-            "flops_per_step": flops_per_step,
-            "flops_per_image": flops_per_step / config.batch_size,
-            "train_seconds": train_seconds,
-            "encoders": reports,
-            "done": True,
-        }
-        results_path.write_text(json.dumps(results, indent=2))
-
-    if "floors" not in results:
-        archive = archive_from_workdir(args.out / args.methods[0])
-        report = evaluate(archive, "query", args.out / "floors_report", ks=KS)
-        results["floors"] = {name: report["descriptors"][name] for name in ("color_histogram", "random_init")}
-        results_path.write_text(json.dumps(results, indent=2))
-    print(format_table(results))
+    key = f"{args.protocol}/{args.name}"
+    if results["runs"].get(key, {}).get("done"):
+        print(f"{key} is finished; its results are kept (test queries are used once per run).")
+        return
+    config = run_config(args)
+    if args.steps:  # A fixed length (the demo's) instead of a FLOP budget.
+        flops_per_step = cost_report.compile_cost(config).flops_per_step
+        config = config_lib.apply_overrides(config, [f"total_steps={args.steps}"])
+    else:
+        config, flops_per_step = budget_config(config, args.budget_pflop * 1e15)
+    start = time.perf_counter()
+    metrics = trainer.train_and_evaluate(config, args.out / args.protocol / args.name)
+    if not metrics:  # Stopped by SIGTERM after a checkpoint: run the same command to resume.
+        return
+    results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
+    results["runs"][key] = {
+        **summarise(config, metrics, flops_per_step),
+        "budget_pflop": args.budget_pflop,
+        "label": args.label or args.name,
+        "descriptor": args.descriptor
+        or f"{config.method}_{'target' if config.method == 'rejepa' else 'context'}",
+        "seconds": time.perf_counter() - start,
+        "command": shlex.join(["python", "-m", "benchmarks.quality_per_compute", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d"),
+        "done": True,
+    }
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = results_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(results_path)
+    print(format_table(results, args.protocol))
 
 
-def format_table(results: dict) -> str:
-    header = (
-        "| descriptor | steps | GFLOP/image/step | train min | "
-        + " | ".join([f"P@{k}" for k in KS] + [f"mAP@{k}" for k in KS])
-        + " |"
-    )
-    lines = [header, "|" + "---|" * (4 + 2 * len(KS))]
-    for method, run in results["runs"].items():
-        for encoder, metrics in run["encoders"].items():
-            cells = [f"{metrics[f'p@{k}']:.3f}" for k in KS] + [
-                f"{metrics[f'map@{k}/retrieved']:.3f}" for k in KS
+def format_table(results: dict[str, Any], protocol: str) -> str:
+    """A markdown table of every finished run of one protocol, one row per descriptor."""
+    header = ["run", "PFLOP", "steps", "GFLOP/img/step", "min", "descriptor"]
+    header += [m.replace("/retrieved", "") for m in TABLE_METRICS] + ["EMA init share"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, run_result in results["runs"].items():
+        run_protocol, _, name = key.partition("/")
+        if run_protocol != protocol:
+            continue
+        for descriptor, metrics in run_result["descriptors"].items():
+            is_floor = descriptor in FLOORS
+            cells = [
+                descriptor if is_floor else name,
+                "–" if is_floor else f"{run_result['pflop']:.3f}",
+                "–" if is_floor else str(run_result["steps"]),
+                "–" if is_floor else f"{run_result['flops_per_image'] / 1e9:.2f}",
+                "–" if is_floor else f"{run_result['seconds'] / 60:.0f}",
+                "–" if is_floor else descriptor,
             ]
-            lines.append(
-                f"| {method} ({encoder}) | {run['steps']} | {run['flops_per_image'] / 1e9:.2f} | "
-                f"{run['train_seconds'] / 60:.1f} | " + " | ".join(cells) + " |"
-            )
-    for name, metrics in results.get("floors", {}).items():
-        cells = [f"{metrics[f'p@{k}']:.3f}" for k in KS] + [
-            f"{metrics[f'map@{k}/retrieved']:.3f}" for k in KS
-        ]
-        lines.append(f"| {name} | – | – | – | " + " | ".join(cells) + " |")
+            cells += [f"{metrics.get(m, float('nan')):.3f}" for m in TABLE_METRICS[:-1]]
+            cells.append(f"{metrics.get('effective_rank', float('nan')):.1f}")
+            share = run_result.get("ema_initial_weight")
+            cells.append(f"{share:.3f}" if share is not None and descriptor.endswith("target") else "–")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def reported_descriptor(run_result: dict[str, Any]) -> str:
+    """The descriptor a run reports: `--descriptor`, else the method's convention (EMA target for REJEPA)."""
+    if run_result.get("descriptor"):
+        return run_result["descriptor"]
+    return "rejepa_target" if run_result["method"] == "rejepa" else f"{run_result['method']}_context"
+
+
+def plot(results: dict[str, Any], protocol: str, path: Path) -> None:
+    """P@20 against training PFLOP, one line per method label, the floors as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    floors: dict[str, float] = {}
+    for key, run_result in results["runs"].items():
+        if not key.startswith(f"{protocol}/"):
+            continue
+        descriptors = run_result["descriptors"]
+        curves.setdefault(run_result["label"], []).append(
+            (run_result["pflop"], descriptors[reported_descriptor(run_result)]["p@20"])
+        )
+        floors.update({name: descriptors[name]["p@20"] for name in FLOORS if name in descriptors})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for label, points in sorted(curves.items()):
+        xs, ys = zip(*sorted(points), strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    for (name, value), style in zip(sorted(floors.items()), ("--", ":"), strict=False):
+        ax.axhline(value, color="grey", linestyle=style, label=f"{name.replace('_', ' ')} ({value:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining compute (PFLOP, XLA count)")
+    ax.set_ylabel("P@20")
+    ax.set_title(f"EuroSAT retrieval, {protocol} queries, ViT-Ti/8")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--table", action="store_true", help="Only print the tables of finished runs.")
+    parser.add_argument("--name", help="Run name, unique within its protocol.")
+    parser.add_argument("--label", default="", help="Method label for plots (default: the name).")
+    parser.add_argument("--config", help="Config file and arguments, e.g. configs/eurosat.py:model=Ti/8.")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="tuning")
+    parser.add_argument("--budget_pflop", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=0, help="Train this many steps instead of a budget.")
+    parser.add_argument("--data_root", default="../shared/data/eurosat_rgb")
+    parser.add_argument("--split_dir", default="../shared/data/eurosat_rgb_meta")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--checkpoint_every", type=int, default=250)
+    parser.add_argument("--floors", action="store_true", help="Also evaluate the two floors.")
+    parser.add_argument("--set", nargs="*", default=[], help="Config overrides, key=value.")
+    parser.add_argument("--descriptor", default="", help="The descriptor this run reports (plots).")
+    parser.add_argument("--plot", type=Path, help="With --table: write the plot of the test runs here.")
+    args = parser.parse_args()
+    if args.table:
+        results = json.loads((args.out / "results.json").read_text())
+        for protocol in PROTOCOLS:
+            print(f"\n{protocol}:\n{format_table(results, protocol)}")
+        if args.plot:
+            plot(results, "test", args.plot)
+        return
+    if not args.name or not args.config:
+        parser.error("--name and --config are required to run.")
+    run(args)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,23 @@ def matmul_peak_flops(dtype: jnp.dtype, size: int, repeats: int = 5) -> float:
 
 
 def random_host_batch(run: trainer.RunSetup, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A batch of the step's shapes: normal images and masks from the run's own sampler."""
-    masks = [run.sampler.sample(rng) for _ in range(run.batch["image"].shape[0])]
-    return {
-        "image": rng.normal(size=run.batch["image"].shape).astype(np.float32),
-        "context_idx": np.stack([m[0] for m in masks]),
-        "target_idx": np.stack([m[1] for m in masks]),
+    """A batch of the step's shapes: normal images and masks from the run's own sampler.
+
+    Multi-view batches get masks drawn per view, as the data pipeline draws them.
+    """
+    shapes = run.batch
+    batch_size = shapes["image"].shape[0]
+    views = shapes["context_idx"].shape[1] if len(shapes["context_idx"].shape) == 3 else 0
+    masks = [[run.sampler.sample(rng) for _ in range(max(views, 1))] for _ in range(batch_size)]
+    batch = {
+        name: rng.normal(size=shapes[name].shape).astype(np.float32)
+        for name in ("image", "local_image")
+        if name in shapes
     }
+    for key, which in (("context_idx", 0), ("target_idx", 1)):
+        stacked = np.stack([np.stack([m[which] for m in row]) for row in masks])
+        batch[key] = stacked if views else stacked[:, 0]
+    return batch
 
 
 def time_train_step(config, steps: int) -> dict[str, float]:

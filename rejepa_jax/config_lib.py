@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.predictor_width = 384
     config.model.predictor_depth = 6
     config.model.predictor_heads = 0  # 0 uses the encoder's number of heads.
+    # Predict all target blocks in one sequence with a block-diagonal attention mask (cheaper).
+    config.model.predictor_joint_targets = False
+    # VICReg's expander on the pooled embeddings (hidden widths..., output width); () applies the
+    # VICReg terms to the pooled encoder output itself.
+    config.model.expander_widths = ()
 
     config.data = ml_collections.ConfigDict()
     config.data.source = "folder"  # folder | tfds | synthetic
@@ -69,6 +75,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.crop_ratio = (3.0 / 4.0, 4.0 / 3.0)
     config.data.flip_horizontal = True
     config.data.flip_vertical = True
+    config.data.rotate90 = False  # Random multiples of 90 degrees (overhead imagery has no "up").
+    # Views per image: global views at image_size, each with its own masks and prediction loss, and
+    # small local views (no masks) that only enter the VICReg invariance term.
+    config.data.global_views = 1
+    config.data.local_views = 0
+    config.data.local_size = 32
+    config.data.local_crop_scale = (0.1, 0.4)
     config.data.skip_bad = False
     config.data.num_workers = 0  # Grain worker processes; 0 decodes in threads of this process.
     config.data.num_threads = 2
@@ -88,7 +101,12 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.objective = ml_collections.ConfigDict()
     config.objective.loss = "smooth_l1"  # smooth_l1 (reference code) | l2 (paper)
+    config.objective.prediction_weight = 1.0  # 0 drops the latent prediction (and its compute).
+    config.objective.predicted_views = 0  # Global views with a prediction loss (0: all of them).
     config.objective.vicreg = True
+    # VICReg's 25 : 25 : 1 (invariance : variance : covariance), divided by 25. Invariance needs
+    # more than one view per image (data.global_views, data.local_views).
+    config.objective.invariance_weight = 1.0
     config.objective.variance_weight = 1.0
     config.objective.covariance_weight = 0.04
     config.objective.vicreg_on_predictor = False  # Also regularise the pooled predictor outputs.
@@ -134,9 +152,23 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.ks = (5, 10, 20, 100)
     config.eval.batch_size = 128
     config.eval.encoders = ("target", "context")  # Which encoders' descriptors to evaluate.
+    # Also report every encoder's descriptor standardised per dimension with the archive's statistics
+    # (rows named '<descriptor>+std'), as `rejepa_jax.export --standardise` indexes it.
+    config.eval.standardise = False
     config.eval.baselines = ()  # Any of: color_histogram, random_init.
     config.eval.histogram_range = (0.0, 255.0)  # Raw pixel range binned by the colour histogram.
     return config
+
+
+def shrink_model_for_runlocal(config: ml_collections.ConfigDict) -> None:
+    """A `runlocal` model: 2 encoder blocks, a one-block narrow predictor, a small expander.
+
+    Keeps the recipe's structure (views, joint predictor, expander depth), so a test run exercises it.
+    """
+    config.model.depth = 2
+    config.model.predictor_width = 96
+    config.model.predictor_depth = 1
+    config.model.expander_widths = tuple(min(w, 64) for w in config.model.expander_widths)
 
 
 def shrink_to_synthetic_runlocal(
@@ -250,6 +282,18 @@ def from_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
     _set_values(config, values, prefix="")
     config.lock()
     return config
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config of `path/to/config.py[:args]`, as `--config` would load it (calls `get_config(args)`)."""
+    path_text, _, arg = spec.partition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise FileNotFoundError(f"No config file {path_text!r}.")
+    module_spec = importlib.util.spec_from_file_location(f"config_file_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
 
 
 def load_json(path: str | Path) -> ml_collections.ConfigDict:

@@ -27,7 +27,12 @@ from rejepa_jax.evaluation.index_benchmark import (
 
 _INDEX = flags.DEFINE_string("index", None, "Index folder written by rejepa_jax.export.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Exact mode without an index: a training run folder.")
-_ENCODER = flags.DEFINE_enum("encoder", "target", ["target", "context"], "With --workdir: which encoder.")
+_ENCODER = flags.DEFINE_enum(
+    "encoder",
+    None,
+    ["target", "context"],
+    "With --workdir: which encoder (default: the run's first eval.encoders).",
+)
 _QUERIES = flags.DEFINE_string("queries", "query", "Query split: 'query' or a split of the index's data.")
 _OUT = flags.DEFINE_string("out", None, "Report folder (default: INDEX_DIR/eval_<queries>).")
 _KS = flags.DEFINE_list("ks", ["5", "10", "20", "100"], "Cut-offs K.")

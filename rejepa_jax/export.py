@@ -19,9 +19,17 @@ from rejepa_jax.retrieval.exporter import ENCODERS, ExportOptions, export_index
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run folder (config.json and checkpoints).")
 _OUT = flags.DEFINE_string("out", None, "Index folder to create or replace.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
-_ENCODER = flags.DEFINE_enum("encoder", "target", list(ENCODERS), "Encoder whose descriptors are indexed.")
+_ENCODER = flags.DEFINE_enum(
+    "encoder",
+    None,
+    list(ENCODERS),
+    "Encoder to index (default: the run's first eval.encoders).",
+)
 _SPLIT = flags.DEFINE_string("split", "archive", "Split of the run's data to index: archive, query or train.")
 _PCA_DIM = flags.DEFINE_integer("pca_dim", 0, "PCA-whiten to this many dimensions (0: off).")
+_STANDARDISE = flags.DEFINE_boolean(
+    "standardise", False, "Standardise each descriptor dimension with the indexed split's mean and std."
+)
 _TARGET_RECALL = flags.DEFINE_float("target_recall", 0.95, "recall@K the auto-tuned index must reach.")
 _RECALL_K = flags.DEFINE_integer("recall_k", 10, "K of the recall target.")
 _BRUTE_FORCE_BELOW = flags.DEFINE_integer(
@@ -42,6 +50,7 @@ def main(argv: list[str]) -> None:
         encoder=_ENCODER.value,
         split=_SPLIT.value,
         pca_dim=_PCA_DIM.value,
+        standardise=_STANDARDISE.value,
         target_recall=_TARGET_RECALL.value,
         recall_k=_RECALL_K.value,
         brute_force_below=_BRUTE_FORCE_BELOW.value,

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -48,6 +49,19 @@ def ema_momentum_schedule(ema: ml_collections.ConfigDict, total_steps: int) -> o
         return ema.start + (ema.end - ema.start) * progress
 
     return schedule
+
+
+def ema_initial_weight(ema: ml_collections.ConfigDict, total_steps: int, steps_done: int) -> float:
+    """Weight the EMA target still gives its initial params after `steps_done` updates.
+
+    The target starts as a copy of the encoder's initial params and every update multiplies their
+    share by the momentum, so after n updates it is the product of the first n momenta. A short run
+    with a slow EMA keeps a large share of random init in its target, which this makes visible.
+    """
+    steps = np.arange(max(steps_done, 0), dtype=np.float64)
+    progress = np.clip(steps / max(total_steps, 1), 0.0, 1.0)
+    momenta = ema.start + (ema.end - ema.start) * progress
+    return float(np.exp(np.sum(np.log(momenta)))) if steps.size else 1.0
 
 
 def decay_mask(params: Any) -> Any:

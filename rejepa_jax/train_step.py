@@ -28,6 +28,7 @@ def make_train_step(
     encoder: nn.Module,
     predictor: nn.Module,
     optimizer: optax.GradientTransformation,
+    expander: nn.Module | None = None,
 ) -> TrainStepFn:
     """Returns the pure (state, batch) -> (state, metrics) function that the trainer jits."""
     total_steps = config.total_steps
@@ -39,7 +40,13 @@ def make_train_step(
 
     def loss_fn(params, target_params, batch):
         return objective_fn(
-            params, target_params, batch, encoder=encoder, predictor=predictor, objective=config.objective
+            params,
+            target_params,
+            batch,
+            encoder=encoder,
+            predictor=predictor,
+            objective=config.objective,
+            expander=expander,
         )
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -39,7 +39,7 @@ from rejepa_jax.train_step import make_train_step
 
 RESULTS_FILE = "retrieval.json"
 # Training values shown on the console line (all of them go to metrics.jsonl and TensorBoard).
-CONSOLE_KEYS = ("loss", "pred_loss", "vicreg_variance", "vicreg_covariance", "lr")
+CONSOLE_KEYS = ("loss", "pred_loss", "vicreg_invariance", "vicreg_variance", "vicreg_covariance", "lr")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,6 +72,7 @@ class RunSetup:
     mesh: jax.sharding.Mesh
     encoder: nn.Module
     predictor: nn.Module
+    expander: nn.Module | None
     sampler: MaskSampler
     optimizer: optax.GradientTransformation
     batch: dict[str, jax.ShapeDtypeStruct]
@@ -86,13 +87,23 @@ def build_run(config: ml_collections.ConfigDict) -> RunSetup:
     config_lib.validate(config)
     mesh = sharding.make_mesh(config.mesh)
     encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
+    expander = factory.build_expander(config)
     sampler = make_mask_sampler(config.masks, factory.patch_grid(config))
     optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
     batch = state_lib.batch_shapes(
-        config.batch_size, config.data.image_size, config.data.channels, sampler.shapes
+        config.batch_size,
+        config.data.image_size,
+        config.data.channels,
+        sampler.shapes,
+        **pipeline.view_counts(config),
     )
     init_fn = functools.partial(
-        state_lib.init_train_state, encoder=encoder, predictor=predictor, optimizer=optimizer, batch=batch
+        state_lib.init_train_state,
+        encoder=encoder,
+        predictor=predictor,
+        optimizer=optimizer,
+        batch=batch,
+        expander=expander,
     )
     shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
     state_sharding = sharding.state_shardings(shapes, mesh, config.sharding)
@@ -103,6 +114,7 @@ def build_run(config: ml_collections.ConfigDict) -> RunSetup:
         mesh=mesh,
         encoder=encoder,
         predictor=predictor,
+        expander=expander,
         sampler=sampler,
         optimizer=optimizer,
         batch=batch,
@@ -153,7 +165,15 @@ def jit_train_step(config: ml_collections.ConfigDict, run: RunSetup, *, wrap=lam
     `wrap` decorates the Python step before jit (the trainer's trace-once guard).
     """
     return jax.jit(
-        wrap(make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer)),
+        wrap(
+            make_train_step(
+                config,
+                encoder=run.encoder,
+                predictor=run.predictor,
+                optimizer=run.optimizer,
+                expander=run.expander,
+            )
+        ),
         in_shardings=(run.state_sharding, {k: sharding.batch_sharding(run.mesh) for k in run.batch}),
         out_shardings=(run.state_sharding, sharding.replicated(run.mesh)),
         donate_argnums=0,
@@ -238,6 +258,10 @@ def _train_and_evaluate(
                 scalars["train/input_wait_fraction"] = input_wait / max(now - interval_start, 1e-9)
                 input_wait, interval_start = 0.0, now
                 scalars["data/skipped_records"] = float(skipped_records)
+                if config.method == "rejepa":  # Share of random init left in the EMA target.
+                    scalars["train/ema_initial_weight"] = optim.ema_initial_weight(
+                        config.ema, total_steps, step
+                    )
                 writer.write_scalars(step, scalars)
                 progress.update(step, {k: values[k] for k in CONSOLE_KEYS if k in values}, rate)
             if save_now:

@@ -35,5 +35,5 @@ def index_dir(trained, tmp_path_factory):
     from rejepa_jax.retrieval.exporter import ExportOptions, export_index
 
     out = tmp_path_factory.mktemp("indexes") / "sample"
-    export_index(config_lib.load_json(trained / "config.json"), trained, out, ExportOptions())
+    export_index(config_lib.load_json(trained / "config.json"), trained, out, ExportOptions(encoder="target"))
     return out

@@ -35,18 +35,41 @@ def test_config_builds_locked_and_valid(name, arg):
 def test_full_size_train_step_traces_on_abstract_inputs(name):
     config = load_config(name, "")
     run = trainer.build_run(config)
-    step = make_train_step(config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer)
+    step = make_train_step(
+        config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer, expander=run.expander
+    )
     new_state, metrics = jax.eval_shape(step, run.abstract_state, run.batch)
     assert jax.tree.structure(new_state) == jax.tree.structure(run.abstract_state)
     for new, old in zip(jax.tree.leaves(new_state), jax.tree.leaves(run.abstract_state), strict=True):
         assert (new.shape, new.dtype) == (old.shape, old.dtype)
     assert metrics["loss"].shape == ()
-    assert run.batch["image"].shape == (
-        config.batch_size,
-        config.data.image_size,
-        config.data.image_size,
-        config.data.channels,
+    image_shape = run.batch["image"].shape
+    size, channels = config.data.image_size, config.data.channels
+    assert image_shape[0] == config.batch_size and image_shape[-3:] == (size, size, channels)
+    views = config.data.global_views
+    assert len(image_shape) == (5 if views > 1 else 4) and (views == 1 or image_shape[1] == views)
+
+
+def test_recipes_are_one_argument_away_and_differ_where_they_should():
+    new, ijepa, mae = (load_config("eurosat", f"recipe={name}") for name in ("rejepa", "ijepa", "mae"))
+    assert load_config("eurosat", "").to_dict() == new.to_dict()  # The new recipe is the default.
+    assert load_config("demo", "").data.global_views == new.data.global_views
+    assert new.data.global_views == 2 and new.model.expander_widths and new.model.predictor_joint_targets
+    # The default drops the latent prediction; `rejepa_predict` is the same recipe with it.
+    predict = load_config("eurosat", "recipe=rejepa_predict")
+    assert new.objective.prediction_weight == 0.0 and predict.objective.prediction_weight == 1.0
+    predict.unlock().objective.prediction_weight = 0.0
+    assert predict.to_dict() == new.to_dict()
+    assert (
+        ijepa.data.global_views == 1 and not ijepa.model.expander_widths and ijepa.model.predictor_depth == 6
     )
+    assert ijepa.ema.start == 0.996 and mae.method == "mae" and mae.masks.kind == "random"
+    assert load_config("eurosat_mae", "model=Ti/8").to_dict() == mae.to_dict()
+    # The schedule and data are the config's, whatever the recipe.
+    for config in (ijepa, mae):
+        assert config.total_steps == new.total_steps and config.data.train_split == new.data.train_split
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        load_config("eurosat", "recipe=simclr")
 
 
 def test_variant_arguments_are_checked():
@@ -90,3 +113,10 @@ def test_command_line_trains_and_rejects_unknown_keys(tmp_path):
     )
     assert bad.returncode != 0
     assert "Unknown config key 'data.batch_sze'" in bad.stderr
+
+
+def test_config_file_loader_passes_the_argument_and_names_a_missing_file():
+    assert config_lib.load_config_file(f"{REPO}/configs/demo.py:model=S/8").model.variant == "S/8"
+    assert config_lib.load_config_file(f"{REPO}/configs/demo.py").model.variant == "Ti/8"
+    with pytest.raises(FileNotFoundError, match="configs/nope.py"):
+        config_lib.load_config_file("configs/nope.py:runlocal")

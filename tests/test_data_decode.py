@@ -200,3 +200,17 @@ def test_stack_bands_upsamples_coarse_bands_to_the_finest_grid():
     np.testing.assert_allclose(stacked[..., 1], 7.0)
     with pytest.raises(BadImageError, match="example"):
         stack_bands([fine, np.zeros((2, 2, 2))], "example")
+
+
+def test_rotate90_gives_the_four_exact_rotations_of_square_images_only():
+    image = _multiband(bands=2, size=(6, 6)).astype(np.float32)
+    rotations = [np.rot90(image, k) for k in range(4)]
+    seen = set()
+    for seed in range(30):
+        out = augment.random_rotate90(image, np.random.default_rng(seed))
+        matches = [k for k, r in enumerate(rotations) if np.array_equal(out, r)]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert seen == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="square"):
+        augment.random_rotate90(_multiband(size=(5, 6)), np.random.default_rng(0))

@@ -10,8 +10,8 @@ import pytest
 from data_fixtures import PATCH_GRID, folder_with_corrupt_files, small_config
 
 from rejepa_jax import config_lib
-from rejepa_jax.data import pipeline
-from rejepa_jax.data.decode import BadImageError, DataError
+from rejepa_jax.data import augment, pipeline
+from rejepa_jax.data.decode import BadImageError, DataError, decode_record
 from rejepa_jax.data.sources import FolderSource, make_source
 from rejepa_jax.masking import MultiBlockMaskSampler
 
@@ -279,3 +279,44 @@ def test_multi_label_eval_labels_are_multi_hot():
     batches, rows = _eval_rows(config, "archive", 4)
     assert batches[0]["label"].shape == (4, 6) and batches[0]["label"].dtype == np.float32
     assert np.all(rows["label"][rows["valid"]].sum(1) >= 1) and not rows["label"][~rows["valid"]].any()
+
+
+def test_one_view_draws_exactly_what_the_single_view_pipeline_drew():
+    """Views leave the default stream unchanged: crop, flips, normalise, then masks, per example."""
+    config = _sample_config()
+    sampler = _sampler(config)
+    transform = pipeline.TrainTransform.from_config(config.data, sampler)
+    record = make_source(config.data, "train")[0]
+    example = transform(record, np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    image = augment.random_resized_crop(
+        decode_record(record, 3, ()), 16, config.data.crop_scale, config.data.crop_ratio, rng
+    )
+    image = augment.normalize(augment.random_flips(image, True, True, rng), config.data.mean, config.data.std)
+    context_idx, target_idx = sampler.sample(rng)
+    np.testing.assert_array_equal(example["image"], image)
+    np.testing.assert_array_equal(example["context_idx"], context_idx)
+    np.testing.assert_array_equal(example["target_idx"], target_idx)
+    assert set(example) == {"image", "context_idx", "target_idx"}
+
+
+def test_multi_view_batch_contract_and_resume():
+    config = _sample_config(global_views=2, local_views=3, local_size=8, rotate90=True)
+    sampler = _sampler(config)
+    iterator = pipeline.make_train_iterator(config, sampler)
+    batch = next(iterator)
+    shapes = sampler.shapes
+    assert batch["image"].shape == (4, 2, 16, 16, 3)
+    assert batch["context_idx"].shape == (4, 2, shapes.num_context_tokens)
+    assert batch["target_idx"].shape == (4, 2, shapes.num_targets, shapes.num_target_tokens)
+    assert batch["local_image"].shape == (4, 3, 8, 8, 3) and batch["local_image"].dtype == np.float32
+    # Each view is its own crop with its own masks.
+    assert not np.array_equal(batch["image"][:, 0], batch["image"][:, 1])
+    assert not np.array_equal(batch["context_idx"][:, 0], batch["context_idx"][:, 1])
+    state = iterator.get_state()
+    expected = _take(iterator, 2)
+    resumed = pipeline.make_train_iterator(config, sampler)
+    resumed.set_state(state)
+    _assert_same_batches(expected, _take(resumed, 2))
+    with pytest.raises(ValueError, match="data.global_views"):
+        pipeline.make_train_iterator(_sample_config(global_views=0), sampler)

@@ -62,7 +62,8 @@ def test_report_has_model_index_and_baselines_with_pictures(index_dir, tmp_path)
 
 def test_exact_mode_from_a_checkpoint_matches_the_exported_index(trained, index_dir, tmp_path):
     from_index = evaluate(archive_from_index(index_dir), "query", tmp_path / "a", ks=KS, baselines=())
-    exact = evaluate(archive_from_workdir(trained), "query", tmp_path / "b", ks=KS, baselines=())
+    exact_archive = archive_from_workdir(trained, encoder="target")  # The encoder index_dir holds.
+    exact = evaluate(exact_archive, "query", tmp_path / "b", ks=KS, baselines=())
     assert set(exact["descriptors"]) == {"rejepa (exact)"} and "index" not in exact
     for key, value in from_index["descriptors"]["rejepa (exact)"].items():
         assert exact["descriptors"]["rejepa (exact)"][key] == pytest.approx(value, abs=1e-6)
@@ -73,6 +74,10 @@ def test_exact_mode_evaluates_either_encoder(trained, tmp_path):
     context = archive_from_workdir(trained, encoder="context")
     assert target.descriptors.shape == context.descriptors.shape
     assert np.abs(target.descriptors - context.descriptors).max() > 1e-4
+    # Without --encoder, the run's first eval.encoders (the tiny test run lists only the target).
+    default = archive_from_workdir(trained)
+    assert default.meta["encoder"] == "target"
+    np.testing.assert_array_equal(default.descriptors, target.descriptors)
     with pytest.raises(ValueError, match="expected 'target' or 'context'"):
         archive_from_workdir(trained, encoder="predictor")
 

@@ -67,10 +67,32 @@ def test_pca_whitened_export_round_trips(trained, tmp_path):
     assert hit.id == str(searcher.ids[42]) and hit.score == pytest.approx(1.0, abs=1e-4)
 
 
-def test_context_encoder_export_uses_the_online_encoder(trained, index_dir, tmp_path):
+def test_standardised_export_matches_numpy_and_round_trips(trained, index_dir, tmp_path):
+    out = tmp_path / "std"
+    config = config_lib.load_json(trained / "config.json")
+    export_index(config, trained, out, ExportOptions(standardise=True))
+    searcher, plain = IndexSearcher(out), IndexSearcher(index_dir)
+    assert searcher.manifest.dimension == plain.manifest.dimension == searcher.manifest.pca_dim
+    assert "standardised per dimension" in searcher.manifest.normalisation
+    raw = np.asarray(plain.descriptors, np.float64)  # L2-normalised, not standardised.
+    expected = (raw - raw.mean(0)) / raw.std(0)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(searcher.descriptors, expected, atol=2e-4)
+    path = Path(config_lib.SAMPLE_ROOT) / str(searcher.ids[42])
+    hit = searcher.search(searcher.descriptors_for_images([path]), k=1)[0][0]
+    assert hit.id == str(searcher.ids[42]) and hit.score == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        export_index(config, trained, tmp_path / "both", ExportOptions(standardise=True, pca_dim=8))
+
+
+def test_default_export_is_the_recipes_descriptor_the_online_encoder(trained, index_dir, tmp_path):
     out = tmp_path / "context"
     config = config_lib.load_json(trained / "config.json")
-    export_index(config, trained, out, ExportOptions(encoder="context"))
+    # The default recipe lists the context encoder first: export indexes it unless told otherwise.
+    assert config_lib.load_config_file(str(REPO / "configs" / "demo.py")).eval.encoders[0] == "context"
+    config.unlock()
+    config.eval.encoders = ("context", "target")
+    export_index(config, trained, out, ExportOptions())
     context, target = IndexSearcher(out), IndexSearcher(index_dir)
     assert context.manifest.encoder == "context" and target.manifest.encoder == "target"
     # After two steps with EMA momentum 0.996 the two encoders differ, so their descriptors do.

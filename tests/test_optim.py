@@ -58,3 +58,15 @@ def test_gradient_clipping_happens_before_adam():
         # Adam's first moment after one step is (1 - b1) * the gradient it was given.
         mu = optax.tree_utils.tree_get(state, "mu")
         assert float(optax.tree.norm(mu)) == pytest.approx(0.1 * expected_norm, rel=1e-5)
+
+
+def test_ema_initial_weight_is_the_product_of_the_momenta_applied():
+    ema = config_lib.base_config().ema
+    schedule = optim.ema_momentum_schedule(ema, 200)
+    expected = np.prod([float(schedule(i)) for i in range(150)], dtype=np.float64)
+    assert optim.ema_initial_weight(ema, 200, 150) == pytest.approx(expected, rel=1e-5)
+    assert optim.ema_initial_weight(ema, 200, 0) == 1.0
+    ema.start = ema.end = 0.5
+    assert optim.ema_initial_weight(ema, 10, 3) == pytest.approx(0.125)
+    # The example: 0.996 -> 1 over 832 steps keeps about a fifth of the initial weights.
+    assert optim.ema_initial_weight(config_lib.base_config().ema, 832, 832) == pytest.approx(0.19, abs=0.01)

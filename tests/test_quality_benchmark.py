@@ -1,90 +1,142 @@
-"""The quality-per-compute benchmark gives each method the same FLOP budget and tabulates every row."""
+"""The quality-per-compute benchmark: protocols, FLOP budgets, the results table and the plot."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+import pytest
+from PIL import Image
 
 from benchmarks import quality_per_compute as qpc
-from rejepa_jax import config_lib
+from rejepa_jax import config_lib, optim
 
 
 def _args(**overrides) -> argparse.Namespace:
     values = dict(
+        config="configs/eurosat.py:model=Ti/8",
+        protocol="tuning",
         data_root=config_lib.SAMPLE_ROOT,
-        split_dir="",
-        model="Ti/8",
+        split_dir=config_lib.SAMPLE_ROOT,
         batch_size=8,
         num_workers=0,
-        checkpoint_every=500,
+        checkpoint_every=100,
+        floors=False,
         set=[],
     )
     values.update(overrides)
     return argparse.Namespace(**values)
 
 
-def test_methods_differ_only_where_they_should():
-    configs = {method: qpc.method_config(method, _args()) for method in qpc.METHODS}
-    assert configs["rejepa"].objective.vicreg and not configs["rejepa_no_vicreg"].objective.vicreg
-    assert configs["mae"].method == "mae" and configs["rejepa"].method == "rejepa"
-    for config in configs.values():
-        assert config.model.variant == "Ti/8" and config.batch_size == 8
-        assert config.mesh.data == 1 and config.eval.every_steps == 0
-    assert configs["rejepa"].model.predictor_depth == configs["rejepa_no_vicreg"].model.predictor_depth
+def test_protocols_keep_the_test_queries_out_of_tuning():
+    tuning = qpc.run_config(_args())
+    assert tuning.data.train_split == tuning.data.archive_split == "train.csv"
+    assert tuning.data.query_split == "validation.csv"
+    test = qpc.run_config(_args(protocol="test", floors=True, set=["optimizer.lr=3e-4"]))
+    assert test.data.train_split == test.data.archive_split == "train.csv,validation.csv"
+    assert test.data.query_split == "test.csv"
+    assert set(test.eval.baselines) == set(qpc.FLOORS) and not tuning.eval.baselines
+    assert test.optimizer.lr == 3e-4 and test.batch_size == 8 and test.mesh.data == 1
 
 
 def test_a_cheaper_step_gets_proportionally_more_steps_under_the_same_budget():
-    rejepa = qpc.method_config("rejepa", _args())
-    mae = qpc.method_config("mae", _args())
+    rejepa = qpc.run_config(_args())
+    mae = qpc.run_config(_args(config="configs/eurosat_mae.py:model=Ti/8"))
     budget = 5e13
     rejepa_steps, rejepa_flops = qpc.steps_for_budget(rejepa, budget)
     mae_steps, mae_flops = qpc.steps_for_budget(mae, budget)
     # MAE's encoder sees a quarter of the patches and its decoder is light: a cheaper step.
-    assert mae_flops < rejepa_flops
-    assert mae_steps > rejepa_steps
+    assert mae_flops < rejepa_flops and mae_steps > rejepa_steps
     for steps, flops in ((rejepa_steps, rejepa_flops), (mae_steps, mae_flops)):
         assert steps * flops <= budget < (steps + 1) * flops
+    config, flops = qpc.budget_config(mae, budget)
+    assert config.total_steps == mae_steps and config.optimizer.warmup_steps == mae_steps // 15
 
 
-def test_table_has_a_row_per_encoder_and_floor():
-    metrics = {f"p@{k}": 0.5 for k in qpc.KS} | {f"map@{k}/retrieved": 0.25 for k in qpc.KS}
-    results = {
-        "runs": {
-            "rejepa": {
-                "steps": 10,
-                "flops_per_image": 2e9,
-                "train_seconds": 120.0,
-                "encoders": {"target": metrics, "context": metrics},
-            }
+def _metrics(p20: float) -> dict[str, float]:
+    return {f"p@{k}": p20 for k in qpc.KS} | {"map@20/retrieved": 0.25, "effective_rank": 12.0}
+
+
+def _results() -> dict:
+    run = {
+        "method": "rejepa",
+        "label": "REJEPA",
+        "steps": 10,
+        "pflop": 0.1,
+        "flops_per_image": 2e9,
+        "seconds": 120.0,
+        "ema_initial_weight": 0.5,
+        "descriptors": {"rejepa_target": _metrics(0.6), "rejepa_context": _metrics(0.5)},
+    }
+    bigger = {
+        **run,
+        "pflop": 0.3,
+        "descriptors": {"rejepa_target": _metrics(0.7), "rejepa_context": _metrics(0.5)},
+    }
+    mae = {
+        **run,
+        "method": "mae",
+        "label": "MAE",
+        "descriptors": {
+            "mae_context": _metrics(0.55),
+            "color_histogram": _metrics(0.65),
+            "random_init": _metrics(0.45),
         },
-        "floors": {"color_histogram": metrics},
     }
-    lines = qpc.format_table(results).splitlines()
-    assert len(lines) == 2 + 3
-    assert lines[2].startswith("| rejepa (target) | 10 | 2.00 | 2.0 | 0.500")
-    assert lines[4].startswith("| color_histogram | – |")
-    assert lines[2].count("0.250") == len(qpc.KS)
+    return {"runs": {"test/a": run, "test/b": bigger, "test/mae": mae, "tuning/a": run}}
 
 
-def test_every_tuning_trial_is_a_valid_config_on_a_query_subset(tmp_path):
-    from benchmarks import short_run_tuning as tuning
+def test_table_has_a_row_per_descriptor_and_floor_of_one_protocol():
+    lines = qpc.format_table(_results(), "test").splitlines()
+    assert len(lines) == 2 + 2 + 2 + 3
+    assert lines[2].startswith("| a | 0.100 | 10 | 2.00 | 2 | rejepa_target | 0.600")
+    assert lines[2].endswith("| 12.0 | 0.500 |")  # The EMA share on the target row only.
+    assert lines[3].endswith("| 12.0 | – |")
+    assert any(line.startswith("| color_histogram | – |") for line in lines)
+    assert len(qpc.format_table(_results(), "tuning").splitlines()) == 2 + 2
 
-    split_dir = tmp_path / "meta"
-    split_dir.mkdir()
-    rows = ["index,Filename,Label,ClassName"] + [f"{i},a/{i}.jpg,0,A" for i in range(10)]
-    (split_dir / "test.csv").write_text("\n".join(rows) + "\n")
-    name = tuning.query_subset(split_dir, tmp_path / "out", 4)
-    assert (tmp_path / "out" / name).read_text().splitlines() == rows[:5]
-    configs = {
-        trial: tuning.trial_config(
-            trial, data_root="/data", split_dir=str(split_dir), query_csv=tmp_path / "out" / name, steps=40
-        )
-        for trial in tuning.TRIALS
-    }
-    assert configs["random_init"].total_steps == 1 and configs["random_init"].optimizer.lr == 0
-    assert configs["baseline"].total_steps == 40 and configs["baseline"].model.predictor_depth == 2
-    assert configs["predictor_depth_6"].model.predictor_depth == 6
-    assert configs["lr_2.5e-4"].optimizer.lr == 2.5e-4
-    assert configs["ema_from_0.99"].ema.start == 0.99
-    for config in configs.values():
-        assert config.data.query_split == str((tmp_path / "out" / name).absolute())
-        assert config.data.archive_split == "validation.csv" and config.batch_size == 64
+
+def test_summary_keeps_the_table_metrics_and_the_ema_share():
+    config = qpc.run_config(_args())
+    config = config_lib.apply_overrides(config, ["total_steps=100"])
+    metrics = {"rejepa_target": {**_metrics(0.6), "ndcg@5": 0.1, "std_mean": 0.3}}
+    summary = qpc.summarise(config, metrics, flops_per_step=1e12)
+    assert summary["pflop"] == pytest.approx(0.1) and summary["flops_per_image"] == pytest.approx(1.25e11)
+    assert "ndcg@5" not in summary["descriptors"]["rejepa_target"]
+    assert summary["ema_initial_weight"] == pytest.approx(optim.ema_initial_weight(config.ema, 100, 100))
+    assert 0.0 < summary["ema_initial_weight"] < 1.0
+
+
+def test_plot_draws_one_curve_per_method_and_the_floors(tmp_path):
+    path = tmp_path / "quality.png"
+    qpc.plot(_results(), "test", path)
+    with Image.open(path) as image:
+        assert image.size[0] > 300 and image.size[1] > 200
+    assert qpc.reported_descriptor(_results()["runs"]["test/mae"]) == "mae_context"
+    assert qpc.reported_descriptor({**_results()["runs"]["test/a"], "descriptor": "rejepa_context"}) == (
+        "rejepa_context"
+    )
+
+
+def test_a_finished_run_is_never_run_again(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"runs": {"test/a": {"done": True}}}))
+    qpc.run(_args(out=tmp_path, protocol="test", name="a", budget_pflop=0.1))
+    assert "is finished" in capsys.readouterr().out
+
+
+def test_demo_tuning_splits_draw_the_demo_size_per_class_from_train_and_validation(tmp_path):
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    for name, count in (("train.csv", 100), ("validation.csv", 30), ("test.csv", 30)):
+        rows = ["index,Filename,Label,ClassName"]
+        rows += [f"{i},{c}/{name[:2]}_{i}.jpg,{j},{c}" for j, c in enumerate("AB") for i in range(count)]
+        (meta / name).write_text("\n".join(rows) + "\n")
+    config = qpc.run_config(_args(protocol="demo_tuning", split_dir=str(meta), out=str(tmp_path / "out")))
+    split_dir = tmp_path / "out" / "demo_splits"
+    assert config.data.split_dir == str(split_dir.resolve())
+    assert config.data.train_split == config.data.archive_split == "demo_train.csv"
+    for name, prefix, per_class in (("demo_train.csv", "tr", 80), ("demo_validation.csv", "va", 20)):
+        rows = (split_dir / name).read_text().splitlines()[1:]
+        assert len(rows) == 2 * per_class and len(set(rows)) == len(rows)
+        assert all(f"/{prefix}_" in row for row in rows)  # Never the test split.
+        assert sum(row.endswith(",A") for row in rows) == per_class

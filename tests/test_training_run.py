@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -22,10 +21,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def load_config(name: str, arg: str = "runlocal"):
-    spec = importlib.util.spec_from_file_location(f"configs_{name}", CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_lib.load_config_file(f"{CONFIGS / name}.py:{arg}")
 
 
 def tiny_demo(**overrides):
@@ -46,6 +42,14 @@ def tiny_demo(**overrides):
 
 def _losses(workdir: Path) -> dict[int, float]:
     return {row["step"]: row["train/loss"] for row in read_metrics(workdir) if "train/loss" in row}
+
+
+def expected_descriptors(config) -> set[str]:
+    """The result rows a run reports: its encoders and baselines, plus '+std' rows when standardising."""
+    names = {f"{config.method}_{e}" for e in config.eval.encoders} | set(config.eval.baselines)
+    if config.eval.standardise:
+        names |= {f"{name}+std" for name in names if name != "color_histogram"}
+    return names
 
 
 @pytest.mark.parametrize(
@@ -69,11 +73,7 @@ def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, n
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "checkpoints" / str(config.total_steps)).is_dir()
     saved = json.loads((tmp_path / trainer.RESULTS_FILE).read_text())
-    assert (
-        saved.keys()
-        == results.keys()
-        == {f"{config.method}_{e}" for e in config.eval.encoders} | set(config.eval.baselines)
-    )
+    assert saved.keys() == results.keys() == expected_descriptors(config)
     for report in results.values():
         assert report["effective_rank"] >= 1.0 and report["std_mean"] > 0.0  # Collapse monitors.
         for k in config.eval.ks:
@@ -86,7 +86,8 @@ def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, n
 def test_demo_reports_the_baselines_beside_the_model(tmp_path):
     config = tiny_demo(total_steps=2, eval__baselines=("color_histogram", "random_init"))
     results = trainer.train_and_evaluate(config, tmp_path)
-    assert set(results) == {"rejepa_target", "color_histogram", "random_init"}
+    assert set(results) == expected_descriptors(config)
+    assert {"rejepa_target", "color_histogram", "random_init"} <= set(results)
     # The colour histogram is far above chance (0.1) on EuroSAT.
     assert results["color_histogram"]["p@5"] > 0.3
 
@@ -242,3 +243,16 @@ def test_the_step_refuses_to_trace_twice():
     step(1, {"x": np.ones(3)})
     with pytest.raises(trainer.RetraceError, match="traced again"):
         step(0, {"x": np.ones(4)})
+
+
+def test_standardised_rows_are_reported_beside_the_raw_descriptors(tmp_path):
+    results = trainer.train_and_evaluate(
+        tiny_demo(total_steps=1, eval__standardise=True, eval__baselines=("random_init", "color_histogram")),
+        tmp_path,
+    )
+    assert {"rejepa_target", "rejepa_target+std", "random_init", "random_init+std", "color_histogram"} <= set(
+        results
+    )
+    assert "color_histogram+std" not in results
+    # Standardising spreads the descriptor over more directions than the raw pooled tokens use.
+    assert results["rejepa_target+std"]["effective_rank"] > results["rejepa_target"]["effective_rank"]

@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rejepa_jax.models.vit import Predictor, VisionTransformer, gather_tokens, parse_variant, posemb_sincos_2d
+from rejepa_jax.models.vit import (
+    Predictor,
+    VisionTransformer,
+    block_diagonal_mask,
+    gather_tokens,
+    parse_variant,
+    posemb_sincos_2d,
+)
 
 
 def test_parse_variant_sizes_and_overrides():
@@ -93,3 +100,42 @@ def test_predictor_predicts_each_target_block_in_its_own_sequence():
     alone = predictor.apply({"params": params}, context, context_idx, target_idx[:, :1])
     np.testing.assert_allclose(out[:, :1], alone, rtol=1e-5, atol=1e-5)
     assert params["mask_token"].shape == (1, 1, 1, 16)
+
+
+def test_block_diagonal_mask_lets_each_block_see_the_context_and_itself():
+    mask = np.asarray(block_diagonal_mask(num_context=2, num_blocks=2, block_size=1))
+    expected = np.array(
+        [
+            [1, 1, 0, 0],  # context rows: context only
+            [1, 1, 0, 0],
+            [1, 1, 1, 0],  # block 1: context and itself
+            [1, 1, 0, 1],  # block 2: context and itself
+        ],
+        bool,
+    )
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_joint_predictor_keeps_blocks_apart_and_shares_the_per_block_params():
+    kwargs = dict(grid=(4, 4), out_features=32, width=16, depth=2, num_heads=2)
+    joint, per_block = Predictor(**kwargs, joint_targets=True), Predictor(**kwargs)
+    context = jax.random.normal(jax.random.key(0), (2, 5, 32))
+    context_idx = jnp.array([[0, 1, 2, 3, 4]] * 2, jnp.int32)
+    target_idx = jnp.array([[[8, 9], [12, 13], [10, 11]]] * 2, jnp.int32)
+    params = per_block.init(jax.random.key(1), context, context_idx, target_idx)["params"]
+    params = jax.tree.map(lambda p: 25.0 * p, params)  # Weights of trained size, not 0.02.
+    # Same parameter tree: a checkpoint of either layout restores into the other.
+    joint_params = joint.init(jax.random.key(1), context, context_idx, target_idx)["params"]
+    assert jax.tree.structure(joint_params) == jax.tree.structure(params)
+    out = joint.apply({"params": params}, context, context_idx, target_idx)
+    assert out.shape == (2, 3, 2, 32)
+    # No block sees another: block 0 predicts the same alone, and moving block 2 leaves it unchanged.
+    alone = joint.apply({"params": params}, context, context_idx, target_idx[:, :1])
+    np.testing.assert_allclose(out[:, :1], alone, rtol=1e-5, atol=1e-5)
+    moved = target_idx.at[:, 2].set(jnp.array([14, 15]))
+    np.testing.assert_allclose(
+        joint.apply({"params": params}, context, context_idx, moved)[:, :2], out[:, :2], atol=1e-5
+    )
+    # The context does not attend to the mask tokens here, unlike the per-block layout.
+    reference = per_block.apply({"params": params}, context, context_idx, target_idx)
+    assert np.abs(out - reference).max() > 1e-2 * np.abs(reference).max()

@@ -51,6 +51,14 @@ def random_flips(image: np.ndarray, horizontal: bool, vertical: bool, rng: np.ra
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
+def random_rotate90(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotates a square image by a uniformly drawn multiple of 90 degrees (with flips: the 8 symmetries
+    of the square, under which an overhead scene keeps its meaning)."""
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"random_rotate90 needs a square image, got {image.shape[0]}x{image.shape[1]}.")
+    return np.ascontiguousarray(np.rot90(image, k=int(rng.integers(4)), axes=(0, 1)))
+
+
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Returns (image - mean) / std per band, in the image's raw units."""
     bands = image.shape[-1]

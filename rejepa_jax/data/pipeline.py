@@ -14,7 +14,9 @@ Two orderings differ from the textbook chain, both for exact determinism:
 
 Batch contracts (B = per-host batch, S = data.image_size, C = data.channels):
 - train: image f32 [B,S,S,C] (normalised), context_idx i32 [B,Kc], target_idx i32 [B,M,Kt],
-  skipped i32 [B] (bad records dropped just before each example).
+  skipped i32 [B] (bad records dropped just before each example). With G = data.global_views > 1
+  the first three get a view axis ([B,G,S,S,C], [B,G,Kc], [B,G,M,Kt]); with L = data.local_views
+  > 0 there is also local_image f32 [B,L,s,s,C] (s = data.local_size).
 - eval: image f32 [B,S,S,C], label i32 [B] (or f32 [B,num_classes] multi-hot with
   data.multi_label), id str [B], index i64 [B] (position in the split, -1 on padding rows),
   valid bool [B] (False on padding rows), skipped i32 [B] (bad
@@ -51,7 +53,14 @@ def _bad_record(error: DataError) -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class TrainTransform:
-    """One record -> {image, context_idx, target_idx}, or a bad-record marker if it fails to decode."""
+    """One record -> its views and masks, or a bad-record marker if it fails to decode.
+
+    Each global view is a random resized crop to `image_size`, randomly flipped (and rotated by a
+    multiple of 90 degrees with `rotate90`), normalised, with masks of its own; each local view is a
+    crop from `local_crop_scale` resized to `local_size`, augmented the same way, without masks. The
+    random draws come in that order, view by view, so one global view without rotations draws
+    exactly what the single-view pipeline always drew.
+    """
 
     image_size: int
     channels: int
@@ -63,9 +72,19 @@ class TrainTransform:
     flip_horizontal: bool
     flip_vertical: bool
     mask_sampler: MaskSampler
+    rotate90: bool = False
+    global_views: int = 1
+    local_views: int = 0
+    local_size: int = 0
+    local_crop_scale: tuple[float, float] = (0.1, 0.4)
 
     @classmethod
     def from_config(cls, data_config: ml_collections.ConfigDict, mask_sampler: MaskSampler) -> TrainTransform:
+        if data_config.global_views < 1 or data_config.local_views < 0:
+            raise ValueError(
+                f"data.global_views must be >= 1 and data.local_views >= 0, got "
+                f"{data_config.global_views} and {data_config.local_views}."
+            )
         return cls(
             image_size=data_config.image_size,
             channels=data_config.channels,
@@ -77,6 +96,11 @@ class TrainTransform:
             flip_horizontal=data_config.flip_horizontal,
             flip_vertical=data_config.flip_vertical,
             mask_sampler=mask_sampler,
+            rotate90=data_config.rotate90,
+            global_views=data_config.global_views,
+            local_views=data_config.local_views,
+            local_size=data_config.local_size,
+            local_crop_scale=tuple(data_config.local_crop_scale),
         )
 
     def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -84,11 +108,47 @@ class TrainTransform:
             image = decode_record(record, self.channels, self.bands)
         except DataError as e:
             return _bad_record(e)
-        image = augment.random_resized_crop(image, self.image_size, self.crop_scale, self.crop_ratio, rng)
-        image = augment.random_flips(image, self.flip_horizontal, self.flip_vertical, rng)
-        image = augment.normalize(image, self.mean, self.std)
-        context_idx, target_idx = self.mask_sampler.sample(rng)
-        return {"image": image, "context_idx": context_idx, "target_idx": target_idx}
+        views, contexts, targets = [], [], []
+        for _ in range(self.global_views):
+            views.append(self._view(image, self.image_size, self.crop_scale, rng))
+            context_idx, target_idx = self.mask_sampler.sample(rng)
+            contexts.append(context_idx)
+            targets.append(target_idx)
+        if self.global_views == 1:
+            example = {"image": views[0], "context_idx": contexts[0], "target_idx": targets[0]}
+        else:
+            example = {
+                "image": np.stack(views),
+                "context_idx": np.stack(contexts),
+                "target_idx": np.stack(targets),
+            }
+        if self.local_views:
+            example["local_image"] = np.stack(
+                [
+                    self._view(image, self.local_size, self.local_crop_scale, rng)
+                    for _ in range(self.local_views)
+                ]
+            )
+        return example
+
+    def _view(
+        self, image: np.ndarray, size: int, scale: tuple[float, float], rng: np.random.Generator
+    ) -> np.ndarray:
+        view = augment.random_resized_crop(image, size, scale, self.crop_ratio, rng)
+        view = augment.random_flips(view, self.flip_horizontal, self.flip_vertical, rng)
+        if self.rotate90:
+            view = augment.random_rotate90(view, rng)
+        return augment.normalize(view, self.mean, self.std)
+
+
+def view_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """The view settings that shape a train batch (`state.batch_shapes` keywords)."""
+    local_views = config.data.local_views
+    return {
+        "global_views": config.data.global_views,
+        "local_views": local_views,
+        "local_size": config.data.local_size if local_views else 0,
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,11 +78,16 @@ def archive_from_index(index_dir: str | Path, overrides: tuple[str, ...] = ()) -
 
 
 def archive_from_workdir(
-    workdir: str | Path, *, encoder: str = "target", step: int | None = None, overrides: tuple[str, ...] = ()
+    workdir: str | Path,
+    *,
+    encoder: str | None = None,
+    step: int | None = None,
+    overrides: tuple[str, ...] = (),
 ) -> Archive:
     """Exact mode without an index: restore a checkpoint and embed the archive split in memory."""
     config = config_lib.apply_overrides(config_lib.load_json(Path(workdir) / "config.json"), list(overrides))
     config = config_for_present_devices(config)
+    encoder = state_lib.descriptor_encoder(config, encoder)
     restored_step, params = trainer.restore_params(config, workdir, step=step)
     params = state_lib.select_encoder(params, encoder)
     run = trainer.build_run(config)

@@ -12,7 +12,9 @@ import jax
 import ml_collections
 
 from rejepa_jax.evaluation import collapse, retrieval_metrics
-from rejepa_jax.retrieval.embedding import SplitEmbedder, SplitEmbeddings
+from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
+from rejepa_jax.retrieval.embedding import COLOR_HISTOGRAM, SplitEmbedder, SplitEmbeddings
+from rejepa_jax.retrieval.pca_whitening import PcaWhitening
 
 # The mAP@K normalisation shown in tables: divide by the number of relevant items retrieved in the
 # top K, the convention of the published EuroSAT retrieval floors.
@@ -37,18 +39,24 @@ class RetrievalEvaluator:
         """Per descriptor name: retrieval metrics and collapse monitors."""
         query = self.embed_split("query", encoders, with_histogram=with_histogram)
         archive = self.embed_split("archive", encoders, with_histogram=with_histogram)
+        query_rows, archive_rows = dict(query.pooled), dict(archive.pooled)
+        if self._config.eval.standardise:
+            for name in [n for n in query.pooled if n != COLOR_HISTOGRAM]:
+                whitening = PcaWhitening.fit_to(l2_normalise(archive.pooled[name]))
+                query_rows[f"{name}+std"] = whitening.apply(l2_normalise(query.pooled[name]))
+                archive_rows[f"{name}+std"] = whitening.apply(l2_normalise(archive.pooled[name]))
         results = {}
-        for name in query.pooled:
+        for name in query_rows:
             report = retrieval_metrics.retrieval_report(
-                query.pooled[name],
+                query_rows[name],
                 query.labels,
-                archive.pooled[name],
+                archive_rows[name],
                 archive.labels,
                 ks=list(self._config.eval.ks),
                 multi_label=self._config.data.multi_label,
             )
-            report["effective_rank"] = float(collapse.effective_rank(archive.pooled[name]))
-            report.update({k: float(v) for k, v in collapse.embedding_std(archive.pooled[name]).items()})
+            report["effective_rank"] = float(collapse.effective_rank(archive_rows[name]))
+            report.update({k: float(v) for k, v in collapse.embedding_std(archive_rows[name]).items()})
             results[name] = report
         return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from rejepa_jax.models.expander import Expander
 from rejepa_jax.models.vit import Predictor, VisionTransformer, VitShape, parse_variant
 
 METHODS = ("rejepa", "mae")
@@ -74,4 +75,19 @@ def build_predictor(config: ml_collections.ConfigDict) -> Predictor:
         mlp_ratio=config.model.mlp_ratio,
         dtype=compute_dtype(config.model),
         remat=config.model.remat,
+        joint_targets=config.model.predictor_joint_targets,
     )
+
+
+def build_expander(config: ml_collections.ConfigDict) -> Expander | None:
+    """VICReg's expander, or None when `model.expander_widths` is empty (terms on the raw embedding)."""
+    widths = tuple(config.model.expander_widths)
+    if not widths:
+        return None
+    if config.method != "rejepa":
+        raise ValueError(
+            f"model.expander_widths is a REJEPA setting; method={config.method!r} has no VICReg."
+        )
+    if any(w < 1 for w in widths):
+        raise ValueError(f"model.expander_widths must be positive, got {widths}.")
+    return Expander(widths)

@@ -115,12 +115,14 @@ class Attention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """x [B, L, D]; `mask` [L, L] bool, True where a query (row) may attend to a key (column)."""
         batch, length, width = x.shape
         head_dim = width // self.num_heads
         qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=DENSE_INIT, name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(batch, length, 3, self.num_heads, head_dim), 3, axis=2)
-        out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0])
+        mask = None if mask is None else mask[None, None]
+        out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask=mask)
         out = out.reshape(batch, length, width)
         return nn.Dense(width, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(out)
 
@@ -133,10 +135,10 @@ class EncoderBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         width = x.shape[-1]
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
-        x = x + Attention(self.num_heads, dtype=self.dtype, name="attn")(y)
+        x = x + Attention(self.num_heads, dtype=self.dtype, name="attn")(y, mask)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
         return x + MlpBlock(int(width * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
 
@@ -154,11 +156,11 @@ class Transformer(nn.Module):
     remat: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
         x = constrain_batch(x)
         for i in range(self.depth):
-            x = block_cls(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}")(x)
+            x = block_cls(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}")(x, mask)
             x = constrain_batch(x)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
 
@@ -195,6 +197,13 @@ class Predictor(nn.Module):
     mask token is one shared learned vector plus the sin-cos position of its target patch. With
     `out_features` = the encoder width it predicts latent tokens (REJEPA); with p*p*bands it is the
     MAE baseline's light pixel decoder (one block: the masked patches).
+
+    `joint_targets` (a deliberate deviation, off by default) predicts all M blocks in one sequence
+    [context ‖ M_1 ‖ … ‖ M_M] under a block-diagonal attention mask: context tokens attend to the
+    context only, and each block's mask tokens to the context and their own block. No block sees
+    another, as in the reference, but the context is processed once instead of M times (the
+    reference's context tokens also attend to the one block in their sequence), which roughly halves
+    the predictor's cost for 4 blocks.
     """
 
     grid: tuple[int, int]
@@ -205,6 +214,7 @@ class Predictor(nn.Module):
     mlp_ratio: float = 4.0
     dtype: jnp.dtype = jnp.float32
     remat: bool = False
+    joint_targets: bool = False
 
     @nn.compact
     def __call__(self, context: jax.Array, context_idx: jax.Array, target_idx: jax.Array) -> jax.Array:
@@ -219,12 +229,29 @@ class Predictor(nn.Module):
         mask_token = self.param("mask_token", DENSE_INIT, (1, 1, 1, self.width))
         queries = mask_token.astype(self.dtype) + gather_tokens(posemb, target_idx)
 
-        x = jnp.broadcast_to(x[:, None], (batch, num_targets, num_context, self.width))
-        x = jnp.concatenate([x, queries], axis=2)
-        x = x.reshape(batch * num_targets, num_context + num_target_tokens, self.width)
-        x = Transformer(
+        transformer = Transformer(
             self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="predictor"
-        )(x)
+        )
+        if self.joint_targets:
+            x = jnp.concatenate([x, queries.reshape(batch, num_targets * num_target_tokens, self.width)], 1)
+            x = transformer(x, block_diagonal_mask(num_context, num_targets, num_target_tokens))
+        else:
+            x = jnp.broadcast_to(x[:, None], (batch, num_targets, num_context, self.width))
+            x = jnp.concatenate([x, queries], axis=2)
+            x = transformer(x.reshape(batch * num_targets, num_context + num_target_tokens, self.width))
         x = x[:, num_context:]
         x = nn.Dense(self.out_features, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(x)
         return x.reshape(batch, num_targets, num_target_tokens, self.out_features)
+
+
+def block_diagonal_mask(num_context: int, num_blocks: int, block_size: int) -> jax.Array:
+    """[L, L] attention mask of the joint predictor sequence [context ‖ block_1 ‖ … ‖ block_M].
+
+    Context rows see the context; rows of block m see the context and block m.
+    """
+    segment = np.concatenate(
+        [np.zeros(num_context, np.int32), np.repeat(np.arange(1, num_blocks + 1), block_size)]
+    )
+    is_context_key = segment[None, :] == 0
+    same_block = segment[:, None] == segment[None, :]
+    return jnp.asarray(is_context_key | same_block)

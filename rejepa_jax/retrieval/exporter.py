@@ -41,9 +41,10 @@ class ExportOptions:
     """What to index and how."""
 
     step: int | None = None
-    encoder: str = "target"
+    encoder: str | None = None  # None: the run's first `eval.encoders` (its chosen descriptor).
     split: str = "archive"
     pca_dim: int = 0
+    standardise: bool = False  # Per-dimension standardisation learned on the split (not with pca_dim).
     target_recall: float = 0.95
     recall_k: int = 10
     brute_force_below: int = 20_000
@@ -64,6 +65,7 @@ def export_index(
     config: ml_collections.ConfigDict, workdir: str | Path, out: str | Path, options: ExportOptions
 ) -> manifest.Manifest | None:
     """Builds the index folder `out`; returns its manifest on process 0 (None elsewhere)."""
+    options = dataclasses.replace(options, encoder=state_lib.descriptor_encoder(config, options.encoder))
     if options.encoder not in ENCODERS:
         raise ValueError(f"--encoder must be one of {ENCODERS}, got {options.encoder!r}.")
     is_main = jax.process_index() == 0
@@ -101,7 +103,7 @@ def export_index(
                 scann=result["settings"],
                 measured_recall=result["recall"],
                 recall_k=options.recall_k,
-                pca_dim=options.pca_dim,
+                pca_dim=result["dimension"] if options.standardise else options.pca_dim,
                 class_names=list(getattr(source, "class_names", None) or []),
             )
             manifest.write(staging, index_manifest)
@@ -121,9 +123,12 @@ def _embed_and_index(config, run, encoder_params, source, staging, options) -> d
     is_main = staging is not None
     embedder = SplitEmbedder(config, run.encoder, run.mesh)
     width = run.encoder.width
-    first_pass = DESCRIPTORS if not options.pca_dim else "unwhitened.npy"
+    if options.pca_dim and options.standardise:
+        raise ValueError("Choose PCA-whitening (pca_dim) or standardisation, not both.")
+    whiten = bool(options.pca_dim or options.standardise)
+    first_pass = DESCRIPTORS if not whiten else "unwhitened.npy"
     writer = DescriptorWriter(staging / first_pass, width) if is_main else None
-    stats = CovarianceAccumulator(width) if options.pca_dim else None
+    stats = CovarianceAccumulator(width) if whiten else None
     labels, positions = [], []
     start = time.perf_counter()
     bar = tqdm(total=len(source), unit="img", desc=f"embedding {options.split}", disable=not is_main)
@@ -144,8 +149,11 @@ def _embed_and_index(config, run, encoder_params, source, staging, options) -> d
     logging.info("Embedded %d images in %.1f s (%.1f images/s).", count, seconds, count / max(seconds, 1e-9))
     path = writer.finish()
     normalisation = "mean-pooled tokens, L2-normalised"
-    if options.pca_dim:
-        whitening = PcaWhitening.fit(stats, options.pca_dim)
+    if whiten:
+        if options.standardise:
+            whitening = PcaWhitening.fit_standardisation(stats)
+        else:
+            whitening = PcaWhitening.fit(stats, options.pca_dim)
         whitening.save(staging / PCA)
         whitened = DescriptorWriter(staging / DESCRIPTORS, whitening.output_dim)
         raw = read_descriptors(path)
@@ -154,10 +162,11 @@ def _embed_and_index(config, run, encoder_params, source, staging, options) -> d
         whitened.finish()
         del raw
         path.unlink()
-        normalisation += (
-            f", PCA-whitened to {options.pca_dim} dimensions (learned on the {options.split} split), "
-            "L2-normalised"
-        )
+        learned = f"learned on the {options.split} split"
+        if options.standardise:
+            normalisation += f", standardised per dimension ({learned}), L2-normalised"
+        else:
+            normalisation += f", PCA-whitened to {options.pca_dim} dimensions ({learned}), L2-normalised"
     np.save(staging / LABELS, np.concatenate(labels), allow_pickle=False)
     order = np.concatenate(positions)
     np.save(staging / POSITIONS, order.astype(np.int64), allow_pickle=False)

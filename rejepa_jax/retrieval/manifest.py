@@ -59,7 +59,7 @@ class Manifest:
     scann: dict[str, Any]
     measured_recall: float
     recall_k: int
-    pca_dim: int = 0
+    pca_dim: int = 0  # Output width of pca.npz (PCA-whitening or standardisation); 0 when absent.
     class_names: list[str] = dataclasses.field(default_factory=list)
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION

@@ -1,8 +1,11 @@
-"""PCA-whitening learned on the archive, fitted from streamed statistics (bounded memory).
+"""Descriptor whitening learned on the archive, fitted from streamed statistics (bounded memory).
 
-L2-normalised descriptors -> subtract the archive mean -> project on the top `dim` principal axes ->
-divide by the square root of their variances -> L2-normalise again. Whitening removes the dominant
-shared directions that make all cosine similarities of an early-trained encoder close to 1.
+L2-normalised descriptors -> subtract the archive mean -> project -> L2-normalise again, where the
+projection is either PCA-whitening (the top `dim` principal axes, each divided by the square root
+of its variance) or per-dimension standardisation (each dimension divided by its std; no rotation,
+no dimension dropped). Both remove the dominant shared directions that make all cosine similarities
+of an early-trained encoder close to 1; standardisation is the one chosen on the EuroSAT tuning
+protocol (benchmarks/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -58,6 +61,23 @@ class PcaWhitening:
         vectors = eigenvectors[:, top]
         vectors *= np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(dim)])
         return cls(mean=mean.astype(np.float32), projection=(vectors * scale).astype(np.float32))
+
+    @classmethod
+    def fit_standardisation(cls, stats: CovarianceAccumulator) -> PcaWhitening:
+        """Per-dimension standardisation: the diagonal case (projection = diag(1 / std))."""
+        if stats.count < 2:
+            raise ValueError("Standardisation needs at least two descriptors.")
+        mean = stats.total / stats.count
+        var = np.diag(stats.outer) / stats.count - mean**2
+        scale = 1.0 / np.sqrt(np.maximum(var, EIGENVALUE_FLOOR))
+        return cls(mean=mean.astype(np.float32), projection=np.diag(scale).astype(np.float32))
+
+    @classmethod
+    def fit_to(cls, descriptors: np.ndarray, *, standardise: bool = True, dim: int = 0) -> PcaWhitening:
+        """Fits on L2-normalised rows held in memory (evaluation splits)."""
+        stats = CovarianceAccumulator(descriptors.shape[1])
+        stats.add(descriptors)
+        return cls.fit_standardisation(stats) if standardise else cls.fit(stats, dim)
 
     def apply(self, descriptors: np.ndarray) -> np.ndarray:
         """L2-normalised input rows -> whitened, L2-normalised rows [n, d]."""
