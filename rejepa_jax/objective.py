@@ -31,6 +31,23 @@ from rejepa_jax.models.vit import gather_tokens, patchify
 # The reference normalises targets with torch's F.layer_norm default epsilon.
 TARGET_NORM_EPS = 1e-5
 PREDICTION_LOSSES = ("smooth_l1", "l2")
+# Path, in the train state's params, of the bias of the context encoder's final LayerNorm.
+ENCODER_FINAL_NORM_BIAS = ("encoder", "encoder", "norm", "bias")
+
+
+def params_without_signal(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], ...]:
+    """Param paths the objective cannot see: their gradient is float rounding alone.
+
+    Without the latent prediction, every term of the REJEPA loss (VICReg's variance, covariance and
+    invariance, with or without the expander) is unchanged when one constant vector is added to
+    every pooled embedding, which is all the bias of the encoder's final LayerNorm does. Adam divides
+    rounding noise by its own size and would turn it into a random walk of the descriptor's offset
+    (it moves raw descriptors, and differently on every mesh), so the train step keeps these params
+    at their initial values.
+    """
+    if config.method == "rejepa" and not config.objective.prediction_weight:
+        return (ENCODER_FINAL_NORM_BIAS,)
+    return ()
 
 
 def normalize_targets(tokens: jax.Array) -> jax.Array:

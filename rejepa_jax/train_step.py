@@ -1,4 +1,8 @@
-"""One REJEPA update: forward, backward, AdamW step, then the EMA update of the target encoder."""
+"""One REJEPA update: forward, backward, AdamW step, then the EMA update of the target encoder.
+
+Params the objective cannot see (`objective.params_without_signal`) get a zero gradient, so AdamW
+leaves them at their initial values.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,25 @@ def ema_update(target: Any, online: Any, momentum: jax.Array) -> Any:
     return jax.tree.map(lambda t, o: momentum * t + (1.0 - momentum) * o, target, online)
 
 
+def zero_gradients(grads: Any, paths: tuple[tuple[str, ...], ...]) -> Any:
+    """`grads` with the leaves at `paths` (tuples of dict keys) set to zero; a missing path is an error."""
+    if not paths:
+        return grads
+    found: set[tuple[str, ...]] = set()
+
+    def zero_if_listed(path: tuple[Any, ...], grad: jax.Array) -> jax.Array:
+        names = tuple(str(getattr(key, "key", key)) for key in path)
+        if names in paths:
+            found.add(names)
+            return jnp.zeros_like(grad)
+        return grad
+
+    grads = jax.tree_util.tree_map_with_path(zero_if_listed, grads)
+    if missing := set(paths) - found:
+        raise ValueError(f"No parameter at {sorted(missing)} to hold fixed.")
+    return grads
+
+
 def make_train_step(
     config: ml_collections.ConfigDict,
     *,
@@ -37,6 +60,7 @@ def make_train_step(
     momentum_fn = optim.ema_momentum_schedule(config.ema, total_steps)
 
     objective_fn = objective.OBJECTIVES[config.method]
+    fixed_params = objective.params_without_signal(config)
 
     def loss_fn(params, target_params, batch):
         return objective_fn(
@@ -53,6 +77,7 @@ def make_train_step(
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.target_params, batch
         )
+        grads = zero_gradients(grads, fixed_params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         momentum = momentum_fn(state.step)

@@ -90,5 +90,8 @@ def test_checkpoint_restores_onto_other_meshes(tmp_path, one_device_run):
     expected = trainer.restore_final_params(_config("one", **total), reference)
     # Reductions run in another order on each mesh; Adam turns float32 rounding in near-zero
     # gradients into small absolute differences of the params.
-    for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=5e-5)
+    expected_leaves = jax.tree.leaves(expected)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(final), expected_leaves, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-3, atol=5e-5, err_msg=jax.tree_util.keystr(path)
+        )

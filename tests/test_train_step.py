@@ -12,7 +12,7 @@ from rejepa_jax import config_lib, objective, optim
 from rejepa_jax import state as state_lib
 from rejepa_jax.masking import MultiBlockMaskSampler
 from rejepa_jax.models import factory
-from rejepa_jax.train_step import make_train_step
+from rejepa_jax.train_step import make_train_step, zero_gradients
 
 
 def _tiny_config():
@@ -92,6 +92,54 @@ def test_step_traces_once_across_batches_with_different_masks():
     for _ in range(3):
         state, _ = step(state, _batch(sampler, rng))
     assert int(state.step) == 3
+
+
+def _final_norm_bias(params):
+    return np.asarray(params["encoder"]["encoder"]["norm"]["bias"])
+
+
+@pytest.mark.parametrize("prediction_weight", [0.0, 1.0])
+def test_without_prediction_the_final_norm_bias_is_unseen_and_held_fixed(prediction_weight):
+    config = _tiny_config()
+    config.objective.prediction_weight = prediction_weight
+    encoder, predictor, sampler, optimizer, state = _setup(config)
+    batch = _batch(sampler, np.random.default_rng(6))
+    loss_fn = functools.partial(
+        objective.jepa_loss, encoder=encoder, predictor=predictor, objective=config.objective
+    )
+    shift = jnp.asarray(np.random.default_rng(7).normal(size=config.model.width), jnp.float32)
+    shifted = jax.tree_util.tree_map_with_path(
+        lambda path, p: (
+            p + shift if jax.tree_util.keystr(path) == "['encoder']['encoder']['norm']['bias']" else p
+        ),
+        state.params,
+    )
+    loss, shifted_loss = (float(loss_fn(p, state.target_params, batch)[0]) for p in (state.params, shifted))
+    step = jax.jit(make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer))
+    trained = state
+    for seed in range(3):
+        trained, _ = step(trained, _batch(sampler, np.random.default_rng(seed)))
+    moved = np.abs(_final_norm_bias(trained.params) - _final_norm_bias(state.params)).max()
+    scale_moved = np.abs(
+        np.asarray(trained.params["encoder"]["encoder"]["norm"]["scale"])
+        - np.asarray(state.params["encoder"]["encoder"]["norm"]["scale"])
+    ).max()
+    assert scale_moved > 0  # The rest of the encoder trains either way.
+    if prediction_weight:  # The predictor reads the encoder's tokens: the bias gets a gradient.
+        assert objective.params_without_signal(config) == ()
+        assert moved > 0
+    else:  # VICReg's terms are blind to one shift of every embedding: the bias stays as initialised.
+        assert objective.params_without_signal(config) == (objective.ENCODER_FINAL_NORM_BIAS,)
+        assert shifted_loss == pytest.approx(loss, rel=1e-5, abs=1e-6)
+        assert moved == 0.0
+
+
+def test_zero_gradients_names_a_missing_path():
+    grads = {"encoder": {"w": jnp.ones(2)}}
+    zeroed = zero_gradients(grads, (("encoder", "w"),))
+    assert not np.asarray(zeroed["encoder"]["w"]).any()
+    with pytest.raises(ValueError, match="encoder', 'bias"):
+        zero_gradients(grads, (("encoder", "bias"),))
 
 
 def test_training_reduces_the_prediction_loss_on_a_fixed_batch():
