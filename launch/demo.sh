@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Demo, the whole path on the embedded EuroSAT sample (about 9 minutes on 2 CPU cores):
+# Demo, the whole path on the embedded EuroSAT sample (about 20 minutes on 2 CPU cores):
 #   1. train REJEPA without labels and print retrieval P@K / mAP@K beside colour-histogram and
 #      random-init baselines;
 #   2. export the archive's descriptors into a ScaNN index (auto-tuned, with a manifest);
