@@ -11,15 +11,14 @@ pixels of the hidden patches with a mean squared error. The retrieval descriptor
 encoder output (MAE has no EMA target). Arguments as configs/eurosat.py (`recipe` is fixed).
 """
 
-import importlib.util
 from pathlib import Path
 
-_SPEC = importlib.util.spec_from_file_location("eurosat_config", Path(__file__).with_name("eurosat.py"))
-_EUROSAT = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(_EUROSAT)
+from rejepa_jax import config_lib
+
+_EUROSAT = Path(__file__).with_name("eurosat.py")
 
 
 def get_config(arg: str | None = None):
     if arg and "recipe=" in arg:
         raise ValueError("configs/eurosat_mae.py is configs/eurosat.py:recipe=mae; do not pass a recipe.")
-    return _EUROSAT.get_config(f"{arg},recipe=mae" if arg else "recipe=mae")
+    return config_lib.load_config_file(f"{_EUROSAT}:{arg},recipe=mae" if arg else f"{_EUROSAT}:recipe=mae")
