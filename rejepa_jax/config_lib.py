@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.image_size = 64
     config.data.channels = 3
     config.data.bands = ()  # Optional band indices to keep, in order, before the band check.
+    config.data.grey_to_rgb = False  # Repeat a one-band (grey) image into 3 bands, before data.bands.
+    config.data.drop_alpha = False  # Drop the alpha band of RGBA / grey+alpha images, before data.bands.
+    # Largest image accepted, in values (height x width x bands), read from the file header before
+    # decoding; larger files are bad images (data.skip_bad). 1e8 is 400 MB as float32; 0: no limit.
+    config.data.max_image_pixels = 100_000_000
     config.data.num_classes = 10
     config.data.multi_label = False
     config.data.mean = EUROSAT_RGB_MEAN
@@ -146,6 +151,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint.keep = 3
     config.checkpoint.async_save = True
     config.checkpoint.preemption_check_every = 10  # Steps between the hosts' SIGTERM agreement.
+    # Train from step 0 even though damaged steps were set aside (`<step>.unreadable`) in the workdir.
+    config.checkpoint.restart_despite_unreadable = False
 
     config.eval = ml_collections.ConfigDict()
     config.eval.every_steps = 0  # 0: evaluate only at the end of training.

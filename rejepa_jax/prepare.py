@@ -1,11 +1,16 @@
 r"""Converts an image folder into a tfds ArrayRecord dataset (no TensorFlow needed).
 
     python -m rejepa_jax.prepare --root DIR --out DATA_DIR --name NAME \
-        [--split train=a.csv,b.csv --split test=c.csv] [--split_dir DIR] [--skip_bad]
+        [--split train=a.csv,b.csv --split test=c.csv] [--split_dir DIR] [--skip_bad] \
+        [--max_image_pixels N]
 
 Without --split, every image under --root becomes the split "train". Train on the result with
 `--config.data.source=tfds --config.data.tfds_name=NAME --config.data.tfds_data_dir=DATA_DIR` and
 a tfds split string per split (e.g. `--config.data.train_split=train`).
+
+Every file is decoded once to check it: unreadable files, files larger than --max_image_pixels
+values (height x width x bands, from the header) and files holding NaN or infinite values fail the
+run with their name, or are skipped and listed with --skip_bad.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 
 from rejepa_jax.data import array_record_dataset
+from rejepa_jax.data.decode import DEFAULT_MAX_IMAGE_PIXELS
 
 _ROOT = flags.DEFINE_string("root", None, "Image folder: class sub-folders or flat.", required=True)
 _OUT = flags.DEFINE_string("out", None, "tfds data_dir to write the dataset into.", required=True)
@@ -28,6 +34,11 @@ _SPLIT_DIR = flags.DEFINE_string(
     "split_dir", "", "Folder of the split CSVs and label_map.json (default --root)."
 )
 _SKIP_BAD = flags.DEFINE_bool("skip_bad", False, "Skip (and report) unreadable files instead of failing.")
+_MAX_IMAGE_PIXELS = flags.DEFINE_integer(
+    "max_image_pixels",
+    DEFAULT_MAX_IMAGE_PIXELS,
+    "Largest file accepted, in values (height x width x bands), as data.max_image_pixels; 0: no limit.",
+)
 
 
 def parse_splits(specs: Sequence[str]) -> dict[str, tuple[str, ...]] | None:
@@ -56,6 +67,7 @@ def main(argv: Sequence[str]) -> None:
         parse_splits(_SPLIT.value),
         split_dir=_SPLIT_DIR.value,
         skip_bad=_SKIP_BAD.value,
+        max_image_pixels=_MAX_IMAGE_PIXELS.value,
     )
     for split, count in result.num_examples.items():
         skipped = result.skipped[split]

@@ -2,7 +2,8 @@ r"""Prints the per-band mean and std of the train split, in raw pixel units, for
 
     python -m rejepa_jax.stats --config configs/x.py [--config.data.root=...] [--max_images N]
 
-Images are only decoded (bands selected as in training, no crop or resize), in the config's
+Images are only decoded (bands selected, alpha dropped and grey repeated as in training, no crop
+or resize; 16-bit images at full depth, so the statistics are in 0..65535 units), in the config's
 source order, and accumulated per image in float64 with Chan's parallel update, which stays exact
 for 16-bit bands and billions of pixels. The std is the population std over all pixels.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rejepa_jax.data.decode import DataError, decode_record
+from rejepa_jax.data.decode import DataError, DecodeOptions, decode_record
 from rejepa_jax.data.sources import make_source
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -66,10 +67,11 @@ class _Decode:
     channels: int
     bands: tuple[int, ...]
     skip_bad: bool
+    options: DecodeOptions
 
     def __call__(self, record: dict[str, Any]) -> np.ndarray | None:
         try:
-            return decode_record(record, self.channels, self.bands)
+            return decode_record(record, self.channels, self.bands, self.options)
         except DataError:
             if self.skip_bad:
                 return None
@@ -83,7 +85,14 @@ def compute_statistics(
     source = make_source(data_config, "train")
     num_images = len(source) if max_images <= 0 else min(max_images, len(source))
     ds = grain.MapDataset.source(source)[:num_images]
-    ds = ds.map(_Decode(data_config.channels, tuple(data_config.bands), data_config.skip_bad))
+    ds = ds.map(
+        _Decode(
+            data_config.channels,
+            tuple(data_config.bands),
+            data_config.skip_bad,
+            DecodeOptions.from_config(data_config),
+        )
+    )
     read_options = grain.ReadOptions(num_threads=max(1, data_config.num_threads), prefetch_buffer_size=64)
     stats = BandStatistics()
     for image in ds.to_iter_dataset(read_options):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import ml_collections
@@ -17,6 +19,53 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="PNG")
     return path
+
+
+def png16_bytes(array: np.ndarray) -> bytes:
+    """A 16-bit PNG of a uint16 [H, W] or [H, W, 2|3|4] array (grey, grey+alpha, RGB, RGBA).
+
+    PIL cannot write 16-bit colour PNGs, so this writes one from the specification; its rows use
+    each of the five PNG filters in turn (None, Sub, Up, Average, Paeth), so a reader's unfiltering
+    of 2-8 bytes per pixel is exercised too.
+    """
+    height, width = array.shape[:2]
+    bands = 1 if array.ndim == 2 else array.shape[2]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[bands]
+    rows = array.astype(">u2").reshape(height, -1).view(np.uint8).astype(np.int32)
+    step = 2 * bands  # Bytes per pixel.
+    previous = np.zeros_like(rows[0])
+    filtered = []
+    for y, row in enumerate(rows):
+        left = np.concatenate([np.zeros(step, np.int32), row[:-step]])
+        upper_left = np.concatenate([np.zeros(step, np.int32), previous[:-step]])
+        kind = y % 5
+        if kind == 4:  # Paeth: the neighbour closest to left + up - upper left.
+            estimate = left + previous - upper_left
+            pa, pb, pc = np.abs(estimate - left), np.abs(estimate - previous), np.abs(estimate - upper_left)
+            predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, previous, upper_left))
+        else:
+            predictor = [0 * row, left, previous, (left + previous) // 2][kind]
+        filtered.append(bytes([kind]) + ((row - predictor) % 256).astype(np.uint8).tobytes())
+        previous = row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(filtered)))
+        + chunk(b"IEND", b"")
+    )
+
+
+def png_header_bytes(width: int, height: int) -> bytes:
+    """An 8-bit RGB PNG whose header claims `width` x `height` pixels, with (almost) no pixel data."""
+    tail = png16_bytes(np.zeros((1, 1, 3), np.uint16))[33:]  # An IDAT (of one pixel) and IEND.
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + header + crc + tail
 
 
 def write_corrupt_jpeg(path: Path, seed: int = 0) -> Path:

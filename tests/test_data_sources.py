@@ -5,13 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import urllib.parse
 
 import numpy as np
 import pytest
 from data_fixtures import class_folder, random_rgb, small_config, write_png
+from PIL import Image
 
 from rejepa_jax import config_lib
-from rejepa_jax.data.decode import DataError
+from rejepa_jax.data.decode import DataError, decode_record
 from rejepa_jax.data.sources import FolderSource, SyntheticSource, make_source
 
 
@@ -83,6 +86,42 @@ def test_empty_folder_is_an_error_naming_it(tmp_path):
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(DataError, match=str(tmp_path)):
         FolderSource(str(tmp_path))
+
+
+def test_empty_folder_error_names_the_data_root_key_and_value(tmp_path):
+    (tmp_path / "empty_class").mkdir()
+    config = small_config(tmp_path / "empty_class" / "..")
+    with pytest.raises(DataError, match=re.escape(f"data.root='{tmp_path}/empty_class/..' ({tmp_path})")):
+        make_source(config.data, "train")
+
+
+def test_csv_naming_a_file_outside_the_root_is_refused(tmp_path):
+    root = tmp_path / "root"
+    class_folder(root, {"a": 1})
+    write_png(tmp_path / "outside.png", random_rgb(0))
+    (root / "b").mkdir()
+    for i, name in enumerate((str(tmp_path / "outside.png"), "../outside.png", "b/../../outside.png")):
+        _write_csv(root / f"split{i}.csv", [(0, "a/a_000.png", 0), (1, name, 0)])
+        with pytest.raises(
+            DataError, match=rf"split{i}\.csv, line 3: Filename '{re.escape(name)}' is outside"
+        ):
+            FolderSource(str(root), split_files=(f"split{i}.csv",))
+    _write_csv(root / "inside.csv", [(0, "b/../a/a_000.png", 0)])
+    assert FolderSource(str(root), split_files=("inside.csv",))[0]["id"] == "a/a_000.png"
+
+
+def test_file_names_that_are_not_utf8_get_lossless_printable_ids(tmp_path):
+    raw_name = b"caf\xe9 100%.png"  # Latin-1: not valid UTF-8.
+    with open(os.path.join(os.fsencode(tmp_path), raw_name), "wb") as f:
+        Image.fromarray(random_rgb(1)).save(f, format="PNG")
+    write_png(tmp_path / "plain 100%.png", random_rgb(2))
+    source = FolderSource(str(tmp_path))
+    ids = [source[i]["id"] for i in range(len(source))]
+    assert ids == ["caf%E9 100%25.png", "plain 100%.png"]  # Only the undecodable name is escaped.
+    assert source.record_id(0) == ids[0]
+    ids[0].encode("utf-8")  # Printable and writable.
+    assert urllib.parse.unquote_to_bytes(ids[0]) == raw_name
+    np.testing.assert_array_equal(decode_record(source[0], 3), random_rgb(1))
 
 
 def test_csv_naming_a_missing_file_is_an_error_naming_both(tmp_path):

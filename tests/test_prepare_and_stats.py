@@ -114,6 +114,28 @@ def test_prepare_bad_file_fails_atomically_or_is_skipped(tmp_path):
         array_record_dataset.write_folder_dataset(str(root), str(out), "with_bad", skip_bad=True)
 
 
+def test_prepare_writes_non_utf8_file_names_as_printable_ids(tmp_path):
+    root, out = tmp_path / "images", tmp_path / "tfds"
+    class_folder(root, {"a": 2})
+    raw_name = os.path.join(os.fsencode(root / "a"), b"\xff\xfebad name.jpg")  # Not valid UTF-8.
+    with open(raw_name, "wb") as f:
+        f.write(b"not a jpeg")
+    with pytest.raises(DataError, match=r"a/%FF%FEbad name\.jpg.*--skip_bad") as info:
+        array_record_dataset.write_folder_dataset(str(root), str(out), "odd_names")
+    str(info.value).encode("utf-8")  # The message itself can be printed.
+
+    with open(raw_name, "wb") as f:
+        f.write(Path(root / "a" / "a_000.png").read_bytes())
+    array_record_dataset.write_folder_dataset(str(root), str(out), "odd_names")
+    written = tfds.data_source("odd_names", split="train", data_dir=str(out))
+    assert [written[i]["filename"].decode() for i in range(3)] == [
+        "a/a_000.png",
+        "a/a_001.png",
+        "a/%FF%FEbad name.jpg",  # Sorted by the name's bytes: 0xFF after ASCII.
+    ]
+    assert written[2]["image"] == written[0]["image"]
+
+
 def test_prepare_rejects_bad_names(tmp_path):
     class_folder(tmp_path / "images", {"a": 1})
     for name in ("Bad-Name", "mnist"):

@@ -6,9 +6,12 @@ file name are `tfds.features.Tensor(shape=(), dtype=np.object_)` byte strings, w
 serialises with its own protos; `tfds.features.Image` would need TensorFlow to encode. The result
 is read with `tfds.data_source(name, data_dir=out_dir)`, hence by `TfdsSource`.
 
-Every file is decoded once before it is written, so a corrupt file fails the run with its name (or
-is skipped and reported with `skip_bad`). The dataset is built in a temporary folder next to its
-destination and moved into place only when complete, so a failed run never leaves a partial one.
+Every file is decoded once before it is written, so a corrupt file, one larger than
+`max_image_pixels` values (checked from its header) or one holding NaN or infinite values in any
+band fails the run with its name (or is skipped and reported with `skip_bad`). File names that are
+not valid UTF-8 are stored percent-encoded (`decode.printable_name`). The dataset is built in a
+temporary folder next to its destination and moved into place only when complete, so a failed run
+never leaves a partial one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import naming
 
-from rejepa_jax.data.decode import DataError, decode_bytes
+from rejepa_jax.data.decode import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DataError,
+    DecodeOptions,
+    ImageTooLargeError,
+    check_finite,
+    decode_file,
+    printable_name,
+)
 from rejepa_jax.data.sources import FolderSource
 
 VERSION = "1.0.0"
@@ -63,12 +74,15 @@ def write_folder_dataset(
     *,
     split_dir: str = "",
     skip_bad: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> PreparedDataset:
     """Writes the images under `root` as tfds dataset `name` (or `name/config`) in `out_dir`.
 
     `splits` maps a split name to its CSV files (see `FolderSource`); None writes every image under
-    `root` as the single split "train". Returns the dataset folder and per-split counts.
+    `root` as the single split "train". `max_image_pixels` is `data.max_image_pixels`'s limit for
+    the files (0: none). Returns the dataset folder and per-split counts.
     """
+    options = DecodeOptions(max_image_pixels=max_image_pixels)
     dataset_name, _, config_name = name.partition("/")
     _check_name(dataset_name, name)
     splits = dict(splits) if splits is not None else {"train": ()}
@@ -91,7 +105,8 @@ def write_folder_dataset(
             config=config_name or None,
             features=_features(sources.values()),
             split_datasets={
-                split: _examples(source, skip_bad, skipped[split]) for split, source in sources.items()
+                split: _examples(source, skip_bad, skipped[split], options)
+                for split, source in sources.items()
             },
             data_dir=tmp_dir,
             description=f"Image folder {os.path.abspath(root)} written by rejepa_jax.prepare.",
@@ -138,20 +153,27 @@ def _features(sources: Sequence[FolderSource]) -> tfds.features.FeaturesDict:
     )
 
 
-def _examples(source: FolderSource, skip_bad: bool, skipped: list[str]) -> Iterator[tuple[int, dict]]:
+def _examples(
+    source: FolderSource, skip_bad: bool, skipped: list[str], options: DecodeOptions
+) -> Iterator[tuple[int, dict]]:
     """(index, example) for each readable file; a bad file raises, or is appended to `skipped`."""
     for index in range(len(source)):
         record = source[index]
+        name = printable_name(record["path"])
         try:
             try:
                 with open(record["path"], "rb") as f:
+                    check_finite(decode_file(f, name, options), name)  # The header's size first.
+                    f.seek(0)
                     data = f.read()
             except OSError as e:
-                raise DataError(f"Cannot read {record['path']}: {e}") from e
-            decode_bytes(data, record["path"])
+                raise DataError(f"Cannot read {name}: {e}") from e
         except DataError as e:
             if not skip_bad:
-                raise DataError(f"{e} (pass --skip_bad to skip and count bad files)") from e
+                limit = (
+                    " (prepare's limit is --max_image_pixels)" if isinstance(e, ImageTooLargeError) else ""
+                )
+                raise DataError(f"{e}{limit} (pass --skip_bad to skip and count bad files)") from e
             skipped.append(str(e))
             continue
         yield index, {"image": data, "label": record["label"], "filename": record["id"]}

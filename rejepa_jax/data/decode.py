@@ -4,16 +4,34 @@ Images arrive as a file path (folder sources), as encoded bytes (datasets writte
 `rejepa_jax.prepare`) or as arrays (tfds catalog datasets, synthetic data). The format is read from
 the leading bytes, not from the file name, because encoded bytes in a tfds record have no name.
 
+Pixel values keep the file's own units, never rescaled: 0..255 for 8-bit images, 0..65535 for
+16-bit ones (16-bit PNGs included, grey or colour, read at full depth), floats as stored.
+`data.mean` / `data.std` are in the same units (`python -m rejepa_jax.stats` prints them), so the
+normalised input is the same whatever the bit depth; a dataset mixing bit depths must be converted
+to one first.
+
 Every failure raises a `DataError` that names the file (or record id) and the reason, so that a bad
 file in an archive of millions can be found, and so that the pipeline can skip and count it when the
-config says so (`data.skip_bad`).
+config says so (`data.skip_bad`). Besides unreadable files, `BadImageError` covers:
+- images above `data.max_image_pixels` values (height x width x bands), checked from the file header
+  before any pixel is decoded. That check replaces PIL's own decompression-bomb guard, which is
+  process-wide and ignores the config (a warning above 89M pixels, an error above 179M): it is
+  switched off when this module is imported, and the config's limit applies to every format;
+- non-finite values (NaN, +-inf: e.g. the nodata value of a float GeoTIFF) in a band the config
+  keeps, which would otherwise surface much later as a NaN loss.
+
+File names that are not valid UTF-8 appear in ids and messages with their undecodable bytes (and
+'%') percent-encoded (`printable_name`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import tifffile
@@ -24,6 +42,27 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _NPY_MAGIC = b"\x93NUMPY"
 # PIL modes converted before reading pixels: bit and palette images carry no band values of their own.
 _PIL_CONVERSIONS = {"1": "L", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+# PIL modes whose last band is alpha.
+_PIL_ALPHA_MODES = ("RGBA", "LA", "RGBa", "La")
+# PIL reads 16-bit colour PNGs into 8-bit modes through these raw modes, keeping the high bytes.
+# The "16L" raw modes take the other byte of each sample instead, and the plain "RGBA" raw mode of
+# a grey+alpha PNG keeps all four bytes of a pixel; both unfilter exactly like the originals (the
+# same bits per pixel), so two decodes (one for LA) give the full 16-bit values.
+_PNG16_LOW_BYTES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+_PNG16_GREY_ALPHA = "LA;16B"
+# TIFF ExtraSamples values that mark an alpha band (associated, unassociated).
+_TIFF_ALPHA = (1, 2)
+
+# The default of `data.max_image_pixels`: 1e8 values is 400 MB as float32 per decoded image (the
+# pipeline holds a few per reading thread); a 10980 x 10980 Sentinel-2 tile of 4 bands at 10 m
+# (4.8e8) is refused, while chips of up to 5000 x 5000 x 4 or 10000 x 10000 x 1 pass.
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
+# Files up to this size are read whole before decoding.
+_READ_WHOLE_BYTES = 64 << 20
+
+# This module checks every image's size itself against the config's limit (see the module doc).
+Image.MAX_IMAGE_PIXELS = None
 
 
 class DataError(ValueError):
@@ -31,54 +70,88 @@ class DataError(ValueError):
 
 
 class BadImageError(DataError):
-    """A file or encoded image cannot be read or decoded."""
+    """A file or encoded image cannot be read or decoded, is too large, or holds non-finite values."""
+
+
+class ImageTooLargeError(BadImageError):
+    """An image has more values (height x width x bands) than `data.max_image_pixels` allows."""
 
 
 class BandCountError(DataError):
     """An image has a different number of bands than the config expects."""
 
 
-def decode_record(record: Mapping[str, Any], channels: int, bands: Sequence[int] = ()) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How records are decoded beyond the band count and selection: the `data.*` keys of these names.
+
+    - `max_image_pixels`: the largest height x width x bands accepted, read from the file header
+      before decoding; 0 disables the check.
+    - `grey_to_rgb`: a one-band image (after `drop_alpha`) is repeated into 3 bands, before
+      `data.bands` selects bands (grey JPEGs in an RGB archive).
+    - `drop_alpha`: the alpha band of RGBA / grey+alpha PNGs (and of TIFFs whose ExtraSamples tag
+      marks alpha) is dropped, before `data.bands` selects bands.
+    """
+
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    grey_to_rgb: bool = False
+    drop_alpha: bool = False
+
+    @classmethod
+    def from_config(cls, data_config: Any) -> DecodeOptions:
+        return cls(
+            max_image_pixels=int(data_config.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)),
+            grey_to_rgb=bool(data_config.get("grey_to_rgb", False)),
+            drop_alpha=bool(data_config.get("drop_alpha", False)),
+        )
+
+
+def decode_record(
+    record: Mapping[str, Any],
+    channels: int,
+    bands: Sequence[int] = (),
+    options: DecodeOptions | None = None,
+) -> np.ndarray:
     """Returns the record's image as float32 [H, W, C] in raw units, with `bands` kept and checked.
 
     A record holds either `path` (a file read here) or `image` (encoded bytes or an array). `bands`
-    selects band indices in order (empty keeps all); the result must have `channels` bands.
+    selects band indices in order (empty keeps all); the result must have `channels` bands and only
+    finite values.
     """
+    options = options or DecodeOptions()
     if "path" in record:
-        name = str(record["path"])
+        name = printable_name(str(record["path"]))
         try:
-            with open(name, "rb") as f:
-                data = f.read()
+            with open(record["path"], "rb") as f:
+                # Small files are read in one call (cheap on network file systems); larger ones are
+                # decoded from the open file, so that a huge one is refused from its header alone.
+                if os.fstat(f.fileno()).st_size <= _READ_WHOLE_BYTES:
+                    image, alpha = _decode_stream(io.BytesIO(f.read()), name, options)
+                else:
+                    image, alpha = _decode_stream(f, name, options)
         except OSError as e:
             raise BadImageError(f"Cannot read {name}: {e}") from e
-        image = decode_bytes(data, name)
     else:
-        name = str(record.get("id", "<record>"))
+        name = printable_name(str(record.get("id", "<record>")))
         value = record["image"]
         if isinstance(value, bytes):  # Also numpy.bytes_, a bytes subclass.
-            image = decode_bytes(bytes(value), name)
+            image, alpha = _decode_stream(io.BytesIO(bytes(value)), name, options)
         else:
-            image = array_to_hwc(np.asarray(value), name)
-    return select_bands(image, channels, bands, name)
+            image, alpha = array_to_hwc(np.asarray(value), name, options), False
+    return _fit_bands(image, alpha, channels, tuple(bands), name, options)
 
 
-def decode_bytes(data: bytes, name: str) -> np.ndarray:
+def decode_file(f: BinaryIO, name: str, options: DecodeOptions | None = None) -> np.ndarray:
+    """Decodes an open binary file (seekable) to float32 [H, W, C], all bands; its size is checked first."""
+    return _decode_stream(f, name, options or DecodeOptions())[0]
+
+
+def decode_bytes(data: bytes, name: str, options: DecodeOptions | None = None) -> np.ndarray:
     """Decodes encoded image bytes (JPEG, PNG, other PIL formats, TIFF, .npy) to float32 [H, W, C]."""
-    if not data:
-        raise BadImageError(f"Cannot decode {name}: the file is empty.")
-    try:
-        if data.startswith(_NPY_MAGIC):
-            # An .npy file carries no layout, so the band axis is guessed like a tfds array's.
-            return array_to_hwc(np.load(io.BytesIO(data), allow_pickle=False), name)
-        image = _decode_tiff(data, name) if data.startswith(_TIFF_MAGICS) else _decode_pil(data)
-    except DataError:
-        raise
-    except Exception as e:  # Decoders raise many types (OSError, ValueError, SyntaxError, ...).
-        raise BadImageError(f"Cannot decode {name}: {type(e).__name__}: {e}") from e
-    return _to_float32(image if image.ndim == 3 else image[:, :, None], name)
+    return decode_file(io.BytesIO(data), name, options)
 
 
-def array_to_hwc(image: np.ndarray, name: str) -> np.ndarray:
+def array_to_hwc(image: np.ndarray, name: str, options: DecodeOptions | None = None) -> np.ndarray:
     """Returns `image` as float32 [H, W, C]; a 2-D array becomes one band, band-first becomes band-last.
 
     A 3-D array is taken as band-first only when its first axis is clearly the band axis (smaller
@@ -92,6 +165,7 @@ def array_to_hwc(image: np.ndarray, name: str) -> np.ndarray:
             image = np.moveaxis(image, 0, -1)
     else:
         raise BadImageError(f"Cannot decode {name}: expected a 2-D or 3-D image, got shape {image.shape}.")
+    _check_size(name, f"an array of shape {image.shape}", image.size, options or DecodeOptions())
     return _to_float32(image, name)
 
 
@@ -114,24 +188,151 @@ def stack_bands(bands: Sequence[np.ndarray], name: str) -> np.ndarray:
     return np.stack(resized, axis=-1)
 
 
-def select_bands(image: np.ndarray, channels: int, bands: Sequence[int], name: str) -> np.ndarray:
-    """Keeps `bands` (all when empty) and checks that `channels` bands remain."""
+def select_bands(
+    image: np.ndarray,
+    channels: int,
+    bands: Sequence[int],
+    name: str,
+    *,
+    file_bands: int | None = None,
+    hint: str = "",
+) -> np.ndarray:
+    """Keeps `bands` (all when empty) and checks that `channels` bands remain.
+
+    `file_bands` is the file's own band count when `image` was adapted (alpha dropped, grey
+    repeated); `hint` names the options that would fix a band-count error.
+    """
     found = image.shape[-1]
     if bands:
         out_of_range = [b for b in bands if not -found <= b < found]
         if out_of_range:
             raise BandCountError(
                 f"{name}: data.bands={tuple(bands)} names band(s) {out_of_range}, but the image has "
-                f"only {found} band(s)."
+                f"only {found} band(s).{hint}"
             )
         image = image[:, :, list(bands)]
     if image.shape[-1] != channels:
         selected = f" after selecting data.bands={tuple(bands)}" if bands else ""
         raise BandCountError(
             f"{name}: expected {channels} band(s) (data.channels) but found {image.shape[-1]}{selected} "
-            f"(the file has {found}); set data.channels or pick bands with data.bands."
+            f"(the file has {found if file_bands is None else file_bands}); set data.channels or pick "
+            f"bands with data.bands.{hint}"
         )
     return image
+
+
+def check_finite(image: np.ndarray, name: str, band_numbers: Sequence[int] | None = None) -> None:
+    """Raises a BadImageError naming the bands of `image` that hold NaN or +-inf values.
+
+    `band_numbers[i]` is the file's number of band i of `image` (default: i), for the message.
+    """
+    if np.isfinite(np.sum(image, dtype=np.float64)):  # One pass, no copy; NaN and inf propagate.
+        return
+    finite = np.isfinite(image)
+    bad_pixels = (~finite).reshape(-1, image.shape[-1]).sum(axis=0)
+    numbers = list(range(image.shape[-1])) if band_numbers is None else [int(b) for b in band_numbers]
+    bad = sorted({numbers[i] for i in np.flatnonzero(bad_pixels)})
+    raise BadImageError(
+        f"{name}: band(s) {bad} (counting from 0) hold non-finite values (NaN or +-inf, e.g. a nodata "
+        f"value) in {int(bad_pixels.max())} of {image.shape[0] * image.shape[1]} pixels; training "
+        "needs finite values: fill them in the file, or leave such bands out with data.bands."
+    )
+
+
+def printable_name(name: str) -> str:
+    """`name` (a path as the OS gave it) as valid UTF-8 text, losslessly.
+
+    Names that are valid UTF-8 are returned unchanged. Otherwise Python holds each undecodable
+    byte as a surrogate ('surrogateescape'), which cannot be written as UTF-8; here each becomes
+    '%XX' and each '%' becomes '%25', so `os.fsdecode(urllib.parse.unquote_to_bytes(result))` gives
+    the name back.
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    parts = []
+    for char in name:
+        if char == "%":
+            parts.append("%25")
+        elif "\udc80" <= char <= "\udcff":  # A byte that was not UTF-8.
+            parts.append(f"%{ord(char) - 0xDC00:02X}")
+        elif "\ud800" <= char <= "\udfff":  # Any other lone surrogate.
+            parts.append("".join(f"%{b:02X}" for b in char.encode("utf-8", "surrogatepass")))
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def _fit_bands(
+    image: np.ndarray,
+    alpha: bool,
+    channels: int,
+    bands: tuple[int, ...],
+    name: str,
+    options: DecodeOptions,
+) -> np.ndarray:
+    """Drops alpha / repeats grey as configured, selects `bands`, checks the count and finiteness."""
+    file_bands = image.shape[-1]
+    numbers = np.arange(file_bands)  # The file's band number of each band of `image`.
+    hints = []  # The options that would change the band count, named in a band-count error.
+    if alpha:
+        if options.drop_alpha:
+            image, numbers = image[:, :, :-1], numbers[:-1]
+        else:
+            hints.append("data.drop_alpha=True drops its alpha band (the last)")
+    if image.shape[-1] == 1:
+        if options.grey_to_rgb:
+            image, numbers = np.repeat(image, 3, axis=-1), np.zeros(3, np.int64)
+        elif channels == 3 or len(bands) == 3:
+            hints.append("data.grey_to_rgb=True repeats its single (grey) band into 3 bands")
+    hint = f" For this image: {'; '.join(hints)}." if hints else ""
+    image = select_bands(image, channels, bands, name, file_bands=file_bands, hint=hint)
+    if bands:
+        numbers = numbers[list(bands)]
+    check_finite(image, name, numbers)
+    return image
+
+
+def _decode_stream(f: BinaryIO, name: str, options: DecodeOptions) -> tuple[np.ndarray, bool]:
+    """(float32 [H, W, C] image, whether its last band is alpha) of an open seekable file."""
+    try:
+        head = f.read(len(_NPY_MAGIC))
+        f.seek(0)
+    except OSError as e:
+        raise BadImageError(f"Cannot read {name}: {e}") from e
+    if not head:
+        raise BadImageError(f"Cannot decode {name}: the file is empty.")
+    try:
+        if head.startswith(_NPY_MAGIC):
+            # An .npy file carries no layout, so the band axis is guessed like a tfds array's.
+            return array_to_hwc(_load_npy(f, name, options), name, options), False
+        if head.startswith(_TIFF_MAGICS):
+            image, alpha = _decode_tiff(f, name, options)
+        else:
+            image, alpha = _decode_pil(f, name, options)
+    except DataError:
+        raise
+    except Exception as e:  # Decoders raise many types (OSError, ValueError, SyntaxError, ...).
+        raise BadImageError(f"Cannot decode {name}: {type(e).__name__}: {e}") from e
+    return _to_float32(image if image.ndim == 3 else image[:, :, None], name), alpha
+
+
+def _check_size(name: str, size: str, values: int, options: DecodeOptions) -> None:
+    """Refuses an image of more than `options.max_image_pixels` values (height x width x bands)."""
+    limit = options.max_image_pixels
+    if limit > 0 and values > limit:
+        raise ImageTooLargeError(
+            f"{name}: {size} = {values:,} values exceeds "
+            f"data.max_image_pixels={limit:,} (checked from the header, before decoding; as float32 the "
+            f"image alone would take {values * 4 / 2**30:.1f} GiB). Cut it into tiles, or raise "
+            "data.max_image_pixels if the memory allows (0 disables the check)."
+        )
+
+
+def _pixels_text(width: int, height: int, bands: int) -> str:
+    return f"{width} x {height} pixels x {bands} band(s)"
 
 
 def _to_float32(image: np.ndarray, name: str) -> np.ndarray:
@@ -142,30 +343,78 @@ def _to_float32(image: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(image, dtype=np.float32)
 
 
-def _decode_pil(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as img:
+def _load_npy(f: BinaryIO, name: str, options: DecodeOptions) -> np.ndarray:
+    """Reads an .npy file, checking the size its header declares before reading the values."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, _, _ = np.lib.format.read_array_header_1_0(f)
+    else:
+        shape, _, _ = np.lib.format.read_array_header_2_0(f)
+    _check_size(name, f"an array of shape {tuple(shape)}", math.prod(shape), options)
+    f.seek(0)
+    return np.load(f, allow_pickle=False)
+
+
+def _decode_pil(f: BinaryIO, name: str, options: DecodeOptions) -> tuple[np.ndarray, bool]:
+    with Image.open(f) as img:  # Reads the header only.
+        rawmode = img.tile[0].args if img.format == "PNG" and len(img.tile) == 1 else None
+        if rawmode == _PNG16_GREY_ALPHA:
+            bands = 2
+        elif img.mode == "P":
+            bands = 4 if "transparency" in img.info else 3
+        else:
+            bands = Image.getmodebands(_PIL_CONVERSIONS.get(img.mode, img.mode))
+        _check_size(name, _pixels_text(img.width, img.height, bands), img.width * img.height * bands, options)
+        if rawmode == _PNG16_GREY_ALPHA or rawmode in _PNG16_LOW_BYTES:
+            return _decode_png16(img, f, rawmode), rawmode != "RGB;16B"
         img.load()  # Decodes now, so that truncated files fail here rather than silently later.
         if img.mode == "P":
             img = img.convert("RGBA" if "transparency" in img.info else "RGB")
         elif img.mode in _PIL_CONVERSIONS:
             img = img.convert(_PIL_CONVERSIONS[img.mode])
-        return np.asarray(img)
+        return np.asarray(img), img.mode in _PIL_ALPHA_MODES
 
 
-def _decode_tiff(data: bytes, name: str) -> np.ndarray:
-    """Reads the first TIFF series (full resolution) as [H, W] or band-last [H, W, C], using its axes."""
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+def _decode_png16(img: Image.Image, f: BinaryIO, rawmode: str) -> np.ndarray:
+    """The uint16 [H, W, C] pixels of a 16-bit colour or grey+alpha PNG, opened as `img`."""
+    if rawmode == _PNG16_GREY_ALPHA:
+        img.tile = [tile._replace(args="RGBA") for tile in img.tile]
+        img.load()
+        packed = np.asarray(img).astype(np.uint16)  # grey high, grey low, alpha high, alpha low.
+        return (packed[:, :, 0::2] << 8) | packed[:, :, 1::2]
+    img.load()
+    high = np.asarray(img).astype(np.uint16)
+    f.seek(0)
+    with Image.open(f) as again:
+        again.tile = [tile._replace(args=_PNG16_LOW_BYTES[rawmode]) for tile in again.tile]
+        again.load()
+        low = np.asarray(again)
+    return (high << 8) | low
+
+
+def _decode_tiff(f: BinaryIO, name: str, options: DecodeOptions) -> tuple[np.ndarray, bool]:
+    """Reads the first TIFF series (full resolution) as [H, W] or band-last [H, W, C], using its axes.
+
+    The series' shape comes from the page headers, so its size is checked before its pixels are read.
+    """
+    with tifffile.TiffFile(f) as tif:
         series = tif.series[0]
+        shape, axes = tuple(series.shape), series.axes
+        height = shape[axes.index("Y")] if "Y" in axes else 1
+        width = shape[axes.index("X")] if "X" in axes else 1
+        values = math.prod(shape)
+        _check_size(name, _pixels_text(width, height, values // max(1, width * height)), values, options)
+        extrasamples = tuple(getattr(series.keyframe, "extrasamples", ()) or ())
         image = series.asarray()
-        axes = series.axes
     # Drop length-1 axes other than the spatial ones (e.g. a single time step or page).
     keep = [i for i, axis in enumerate(axes) if image.shape[i] > 1 or axis in "YX"]
     image = image.reshape([image.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
+    alpha = "S" in axes and bool(extrasamples) and int(extrasamples[-1]) in _TIFF_ALPHA
     if image.ndim == 3 and axes.endswith("YX"):
-        return np.moveaxis(image, 0, -1)  # Planar (band-first) layout.
+        return np.moveaxis(image, 0, -1), alpha  # Planar (band-first) layout.
     if image.ndim == 3 and axes[:2] == "YX":
-        return image  # Interleaved samples (band-last) layout.
+        return image, alpha  # Interleaved samples (band-last) layout.
     if image.ndim == 2:
-        return image
+        return image, False
     raise BadImageError(f"Cannot decode {name}: unsupported TIFF axes {axes!r} with shape {image.shape}.")

@@ -36,7 +36,14 @@ import numpy as np
 from absl import flags
 
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import BadImageError, BandCountError, DataError, decode_record
+from rejepa_jax.data.decode import (
+    BadImageError,
+    BandCountError,
+    DataError,
+    DecodeOptions,
+    ImageTooLargeError,
+    decode_record,
+)
 from rejepa_jax.data.sources import Source, make_source
 from rejepa_jax.masking import MaskSampler
 
@@ -44,7 +51,7 @@ from rejepa_jax.masking import MaskSampler
 # class name}, so that it reaches `SkipBadIterDataset` in order, also from worker processes.
 _ERROR_KEY = "data_error"
 _ERROR_TYPE_KEY = "data_error_type"
-_ERROR_TYPES = {cls.__name__: cls for cls in (DataError, BadImageError, BandCountError)}
+_ERROR_TYPES = {cls.__name__: cls for cls in (DataError, BadImageError, BandCountError, ImageTooLargeError)}
 
 
 def _bad_record(error: DataError) -> dict[str, str]:
@@ -77,6 +84,7 @@ class TrainTransform:
     local_views: int = 0
     local_size: int = 0
     local_crop_scale: tuple[float, float] = (0.1, 0.4)
+    decode_options: DecodeOptions = dataclasses.field(default_factory=DecodeOptions)
 
     @classmethod
     def from_config(cls, data_config: ml_collections.ConfigDict, mask_sampler: MaskSampler) -> TrainTransform:
@@ -101,11 +109,12 @@ class TrainTransform:
             local_views=data_config.local_views,
             local_size=data_config.local_size,
             local_crop_scale=tuple(data_config.local_crop_scale),
+            decode_options=DecodeOptions.from_config(data_config),
         )
 
     def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         try:
-            image = decode_record(record, self.channels, self.bands)
+            image = decode_record(record, self.channels, self.bands, self.decode_options)
         except DataError as e:
             return _bad_record(e)
         views, contexts, targets = [], [], []
@@ -162,6 +171,7 @@ class EvalTransform:
     std: tuple[float, ...]
     num_classes: int
     multi_label: bool
+    decode_options: DecodeOptions = dataclasses.field(default_factory=DecodeOptions)
 
     @classmethod
     def from_config(cls, data_config: ml_collections.ConfigDict) -> EvalTransform:
@@ -173,12 +183,13 @@ class EvalTransform:
             std=tuple(data_config.std),
             num_classes=data_config.num_classes,
             multi_label=data_config.multi_label,
+            decode_options=DecodeOptions.from_config(data_config),
         )
 
     def __call__(self, index: int, record: dict[str, Any]) -> dict[str, Any]:
         """`index` is the record's position in its split, kept so rows can be matched across hosts."""
         try:
-            image = decode_record(record, self.channels, self.bands)
+            image = decode_record(record, self.channels, self.bands, self.decode_options)
             label = self.label(record["label"], str(record["id"]))
         except DataError as e:
             return _bad_record(e)
@@ -279,7 +290,7 @@ class _SkipBadIterator(grain.DatasetIterator):
             if _ERROR_KEY not in element:
                 return {**element, "skipped": np.int32(skipped)}
             if not self._skip_bad:
-                raise _ERROR_TYPES[element[_ERROR_TYPE_KEY]](
+                raise _ERROR_TYPES.get(element[_ERROR_TYPE_KEY], DataError)(
                     f"{element[_ERROR_KEY]} (set data.skip_bad=True to skip and count bad records)"
                 )
             skipped += 1

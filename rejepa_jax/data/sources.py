@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from rejepa_jax.data.decode import DataError, stack_bands
+from rejepa_jax.data.decode import DataError, printable_name, stack_bands
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy")
 LABEL_MAP_FILE = "label_map.json"
@@ -34,8 +34,11 @@ class FolderSource:
     Labels are the index of the class folder among the sorted folder names, unless a
     `label_map.json` (class name -> label) sits in `split_dir` or `root`. With `split_files`, the
     files listed in those CSVs (a `Filename` column relative to `root`, an optional integer `Label`
-    column) are used in order, concatenated; otherwise every image under `root`, sorted.
-    Records are `{"path": absolute path, "id": path relative to root, "label": int}`.
+    column) are used in order, concatenated; otherwise every image under `root`, sorted. A CSV may
+    not name a file outside `root` (an absolute path, or one leading out with '..').
+    Records are `{"path": absolute path, "id": path relative to root, "label": int}`; a path that
+    is not valid UTF-8 has an id with its undecodable bytes percent-encoded (`printable_name`), so
+    that ids can be written (`prepare`, exported indexes) and printed.
     """
 
     def __init__(
@@ -46,8 +49,9 @@ class FolderSource:
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ):
         self.root = os.path.abspath(root)
+        self._given_root = root
         if not os.path.isdir(self.root):
-            raise DataError(f"Image folder {self.root} (data.root) does not exist.")
+            raise DataError(f"Image folder {printable_name(self.root)} (data.root) does not exist.")
         split_dir = os.path.join(self.root, split_dir) if split_dir else self.root
         extensions = tuple(e.lower() for e in extensions)
         self._label_map = _read_label_map(split_dir, self.root)
@@ -60,13 +64,19 @@ class FolderSource:
         else:
             self._ids = _scan(self.root, extensions)
             if not self._ids:
-                raise DataError(f"No images with extensions {extensions} found under {self.root}.")
+                resolved = "" if self._given_root == self.root else f" ({self.root})"
+                raise DataError(
+                    f"No images with extensions {extensions} found under data.root="
+                    f"{printable_name(self._given_root)!r}{printable_name(resolved)} (hidden files and "
+                    "folders are skipped); set data.root (--root for prepare) to the image folder."
+                )
             self._labels = [self._folder_label(i, self.root) for i in self._ids]
+        self._printable_ids = _printable_ids(self._ids)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         """Class names indexed by label, when the labels are exactly 0..K-1; () otherwise."""
-        by_label = {label: name for name, label in self._label_map.items()}
+        by_label = {label: printable_name(name) for name, label in self._label_map.items()}
         if sorted(by_label) != list(range(len(by_label))):
             return ()
         return tuple(by_label[i] for i in range(len(by_label)))
@@ -80,12 +90,12 @@ class FolderSource:
         return len(self._ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rel = self._ids[index]
-        return {"path": os.path.join(self.root, rel), "id": rel, "label": self._labels[index]}
+        path = os.path.join(self.root, self._ids[index])
+        return {"path": path, "id": self.record_id(index), "label": self._labels[index]}
 
     def record_id(self, index: int) -> str:
-        """The id of record `index` without reading it (its path relative to the root)."""
-        return self._ids[index]
+        """The id of record `index` without reading it (its path relative to the root, printable)."""
+        return self._printable_ids[index] if self._printable_ids else self._ids[index]
 
     def __repr__(self) -> str:
         return f"FolderSource(root={self.root!r}, num_records={len(self)})"
@@ -96,7 +106,7 @@ class FolderSource:
                 reader = csv.DictReader(f)
                 rows = list(reader)
                 columns = reader.fieldnames or []
-        except OSError as e:
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DataError(f"Cannot read split file {path}: {e}") from e
         if "Filename" not in columns:
             raise DataError(f"Split file {path} has no 'Filename' column (columns: {columns}).")
@@ -105,6 +115,12 @@ class FolderSource:
         ids, labels = [], []
         for line, row in enumerate(rows, start=2):
             rel = os.path.normpath(row["Filename"] or "")
+            if os.path.isabs(rel) or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+                raise DataError(
+                    f"{path}, line {line}: Filename {row['Filename']!r} is outside data.root "
+                    f"({self.root}); a split CSV names files by their path relative to data.root, "
+                    "without leading '/' or '..'."
+                )
             if not os.path.isfile(os.path.join(self.root, rel)):
                 raise DataError(
                     f"{path}, line {line}: {os.path.join(self.root, rel)} does not exist "
@@ -127,10 +143,26 @@ class FolderSource:
             return -1
         if parts[0] not in self._label_map:
             raise DataError(
-                f"{where}: class folder {parts[0]!r} of {rel} is not in the label map "
+                f"{where}: class folder {printable_name(parts[0])!r} of {printable_name(rel)} is not in the "
+                "label map "
                 f"{sorted(self._label_map)} ({LABEL_MAP_FILE} or the class folders of {self.root})."
             )
         return self._label_map[parts[0]]
+
+
+def _printable_ids(ids: list[str]) -> list[str]:
+    """Printable ids when some path is not valid UTF-8 ([] when all are); refuses colliding ids."""
+    printable = [printable_name(i) for i in ids]
+    if printable == ids:
+        return []
+    originals = set(ids)
+    for original, escaped in zip(ids, printable, strict=True):
+        if original != escaped and escaped in originals:
+            raise DataError(
+                f"The file name {escaped!r} (not valid UTF-8, shown percent-encoded) has the same id as "
+                "another file named exactly so; rename one of them."
+            )
+    return printable
 
 
 def _read_label_map(split_dir: str, root: str) -> dict[str, int]:
