@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import sys
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from rejepa_jax import preemption
 
-from rejepa_jax import cli, config_lib, cost_report, distributed, trainer
+# Before the slow imports below: from here on a SIGTERM only sets a flag, so one that arrives during
+# start-up ends the run cleanly (exit 0, checkpoints untouched) instead of killing it.
+preemption.install()
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from rejepa_jax import checkpoint, cli, config_lib, cost_report, distributed, trainer  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally ':args'.", lock_config=True
@@ -38,6 +44,10 @@ def main(argv: list[str]) -> None:
     if not _DRY_RUN.value and not _WORKDIR.value:
         raise app.UsageError("--workdir is required (except with --dry_run).")
     if _DRY_RUN.value:
+        if preemption.requested():
+            print("Stopped by SIGTERM during start-up; nothing was compiled.", flush=True)
+            return
+        preemption.uninstall()  # Nothing to save: from now on a SIGTERM ends a dry run at once.
         # Only the CPU backend reads this; on an accelerator host the real devices are used.
         jax.config.update("jax_num_cpu_devices", _DRY_RUN_DEVICES.value)
     distributed.initialize()
@@ -46,7 +56,10 @@ def main(argv: list[str]) -> None:
     if _DRY_RUN.value:
         print(cost_report.format_report(cost_report.compile_cost(_CONFIG.value)), flush=True)
         return
-    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except checkpoint.NoUsableCheckpointError as error:
+        sys.exit(f"error: {error}")
 
 
 def run() -> None:

@@ -125,7 +125,12 @@ def build_run(config: ml_collections.ConfigDict) -> RunSetup:
     )
 
 
-def make_checkpointer(config: ml_collections.ConfigDict, workdir: str | Path) -> checkpoint.Checkpointer:
+def make_checkpointer(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, read_only: bool = False
+) -> checkpoint.Checkpointer:
+    """The workdir's checkpointer; `read_only` for readers, which must not change a live run's folder."""
+    if read_only:
+        return checkpoint.Checkpointer(Path(workdir) / "checkpoints", read_only=True)
     return checkpoint.Checkpointer(
         Path(workdir) / "checkpoints",
         every_steps=config.checkpoint.every_steps,
@@ -139,10 +144,12 @@ def restore_params(
 ) -> tuple[int, dict[str, Any]]:
     """(step, params {encoder, predictor, target}) of a checkpoint (newest good one by default).
 
-    The arrays land in the shardings `config.mesh` gives on the devices present.
+    The arrays land in the shardings `config.mesh` gives on the devices present. The checkpoint
+    folder is opened read-only: nothing in it is created, renamed or deleted (a training run may be
+    writing to it), and a damaged step is reported and skipped (with `step`: an error), not set aside.
     """
     run = build_run(config)
-    checkpointer = make_checkpointer(config, workdir)
+    checkpointer = make_checkpointer(config, workdir, read_only=True)
     try:
         restored = checkpointer.restore_latest(run.abstract_state, None, run.fingerprint, step=step)
     finally:
@@ -183,15 +190,35 @@ def jit_train_step(config: ml_collections.ConfigDict, run: RunSetup, *, wrap=lam
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, dict[str, float]]:
     """Trains (or resumes) in `workdir`, then evaluates retrieval; returns metrics per descriptor.
 
-    Returns an empty dict when a SIGTERM stopped the run early (after saving a checkpoint).
+    Returns an empty dict when a SIGTERM stopped the run early: during start-up (nothing trained or
+    saved, the checkpoints untouched) or in the loop (after saving a checkpoint).
     """
-    run = build_run(config)
-    with jax.set_mesh(run.mesh):
-        return _train_and_evaluate(config, Path(workdir), run)
+    # First of all, so that a SIGTERM during start-up (restore included) cannot kill the process.
+    preemption = PreemptionWatcher(config.checkpoint.preemption_check_every)
+    try:
+        run = build_run(config)
+        with jax.set_mesh(run.mesh):
+            return _train_and_evaluate(config, Path(workdir), run, preemption)
+    finally:
+        preemption.close()
+
+
+def _stopped_in_start_up(preemption: PreemptionWatcher, checkpoints: Path, next_step: int) -> bool:
+    """After a SIGTERM before the loop: says so (process 0) and returns True on every process."""
+    if not preemption.stop_requested_now():
+        return False
+    message = (
+        f"Stopped by SIGTERM during start-up, before step {next_step}; nothing was trained or saved and "
+        f"the checkpoints in {checkpoints} are unchanged. Run the same command again to resume."
+    )
+    logging.warning(message)
+    if jax.process_index() == 0:
+        print(message, flush=True)
+    return True
 
 
 def _train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: Path, run: RunSetup
+    config: ml_collections.ConfigDict, workdir: Path, run: RunSetup, preemption: PreemptionWatcher
 ) -> dict[str, dict[str, float]]:
     is_main = jax.process_index() == 0
     total_steps = config.total_steps
@@ -202,37 +229,53 @@ def _train_and_evaluate(
             f"batch_size={config.batch_size} must be a multiple of the {shards} batch shards of mesh "
             f"{dict(mesh.shape)} (data x fsdp)."
         )
-    train_iter = pipeline.make_train_iterator(
-        config, run.sampler, process_index=jax.process_index(), process_count=jax.process_count()
-    )
+
+    def make_train_iter() -> Any:
+        return pipeline.make_train_iterator(
+            config, run.sampler, process_index=jax.process_index(), process_count=jax.process_count()
+        )
+
     logging.info("Masks per image: %s on a %s patch grid.", run.sampler.shapes, run.sampler.grid)
     logging.info("Mesh %s over %d devices, %d processes.", dict(mesh.shape), mesh.size, jax.process_count())
-
-    # ---- The state: restored (with the data-iterator state) or initialised already sharded ----
     checkpointer = make_checkpointer(config, workdir)
-    restored = checkpointer.restore_latest(run.abstract_state, train_iter, run.fingerprint)
-    if restored is None:
-        start_step = 0
-        state = jax.jit(run.init_fn, out_shardings=run.state_sharding)(jax.random.key(config.seed))
-    else:
-        start_step, state = restored
-        logging.info("Resumed from step %d in %s.", start_step, checkpointer.directory)
-
-    # ---- The step: explicit shardings, state donated, traced once ----
-    step_fn = jit_train_step(config, run, wrap=_trace_once)
-
-    writer = MetricWriter(workdir, enabled=is_main)
-    writer.write_config(config)
-    evaluator = RetrievalEvaluator(config, encoder, mesh)
-    progress = TrainProgress(total_steps, start_step, enabled=is_main)
-    throughput = Throughput(config.batch_size)
-    throughput.update(start_step)
-    preemption = PreemptionWatcher(config.checkpoint.preemption_check_every)
-    skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
-    input_wait, interval_start = 0.0, time.perf_counter()
-
-    # ---- Loop ----
+    if _stopped_in_start_up(preemption, checkpointer.directory, (checkpointer.latest_step() or 0) + 1):
+        checkpointer.close()
+        return {}
+    train_iter = make_train_iter()
+    writer = None
+    progress = None
     try:
+        # ---- The state: restored (with the data-iterator state) or initialised already sharded ----
+        restored = checkpointer.restore_latest(run.abstract_state, train_iter, run.fingerprint)
+        if restored is None:
+            set_aside = checkpointer.set_aside_steps()
+            if set_aside:
+                _check_restart_allowed(config, checkpointer.directory, set_aside)
+                # A damaged step may have set the iterator before failing: start it afresh.
+                train_iter.close()
+                train_iter = make_train_iter()
+            start_step = 0
+        else:
+            start_step, state = restored
+            logging.info("Resumed from step %d in %s.", start_step, checkpointer.directory)
+        if _stopped_in_start_up(preemption, checkpointer.directory, start_step + 1):
+            return {}
+        if restored is None:
+            state = jax.jit(run.init_fn, out_shardings=run.state_sharding)(jax.random.key(config.seed))
+
+        # ---- The step: explicit shardings, state donated, traced once ----
+        step_fn = jit_train_step(config, run, wrap=_trace_once)
+
+        writer = MetricWriter(workdir, enabled=is_main)
+        writer.write_config(config)
+        evaluator = RetrievalEvaluator(config, encoder, mesh)
+        progress = TrainProgress(total_steps, start_step, enabled=is_main)
+        throughput = Throughput(config.batch_size)
+        throughput.update(start_step)
+        skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
+        input_wait, interval_start = 0.0, time.perf_counter()
+
+        # ---- Loop ----
         for step in range(start_step + 1, total_steps + 1):
             wait_start = time.perf_counter()
             host_batch = next(train_iter)
@@ -282,10 +325,11 @@ def _train_and_evaluate(
         progress.close()
         results = _evaluate(config, evaluator, state, encoder, writer, max(start_step, total_steps))
     finally:
-        preemption.close()
-        progress.close()
+        if progress is not None:
+            progress.close()
         checkpointer.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         train_iter.close()  # Stops grain's worker processes and frees their shared memory.
 
     if skipped_records:
@@ -293,6 +337,24 @@ def _train_and_evaluate(
     if is_main:
         (workdir / RESULTS_FILE).write_text(json.dumps(results, indent=2, sort_keys=True))
     return results
+
+
+def _check_restart_allowed(config: ml_collections.ConfigDict, directory: Path, set_aside: list[Path]) -> None:
+    """Refuses to train from step 0 over set-aside (damaged) steps unless the config allows it."""
+    names = ", ".join(p.name for p in set_aside)
+    if not config.checkpoint.restart_despite_unreadable:
+        raise checkpoint.NoUsableCheckpointError(
+            f"No readable checkpoint is left in {directory}, only damaged steps set aside there "
+            f"({names}). Not starting again from step 0, which would silently discard that training. "
+            "Inspect or move them away, or pass --config.checkpoint.restart_despite_unreadable=True "
+            "to train from step 0 anyway (they are kept)."
+        )
+    logging.warning(
+        "Training from step 0 although damaged steps were set aside in %s (%s): "
+        "checkpoint.restart_despite_unreadable=True.",
+        directory,
+        names,
+    )
 
 
 def _check_finite(values: dict[str, float], step: int, checkpointer: checkpoint.Checkpointer) -> None:

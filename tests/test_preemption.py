@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,3 +151,39 @@ def test_sigkill_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, uni
     }
     got = {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}  # Last row per step wins.
     assert got == want
+
+
+def _snapshot(root: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size if p.is_file() else 0)
+        for p in root.rglob("*")
+    )
+
+
+def test_sigterm_during_start_up_exits_zero_and_leaves_the_checkpoints(tmp_path, uninterrupted):
+    # A run interrupted after its step-50 checkpoint (steps 40 and 50 kept).
+    shutil.copytree(uninterrupted, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "checkpoints" / "60")
+    (tmp_path / trainer.RESULTS_FILE).unlink()
+    before = _snapshot(tmp_path)
+    process = subprocess.Popen(
+        _command(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    # The config is logged before the run is built and the checkpoint restored: signal right then.
+    start_up = []
+    for line in process.stderr:
+        start_up.append(line)
+        if "Config:" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, "".join(start_up)[-2000:] + stderr[-3000:]
+    assert "Stopped by SIGTERM during start-up, before step" in stdout
+    assert "nothing was trained or saved" in stdout
+    assert "Retrieval at step" not in stdout
+    assert _snapshot(tmp_path) == before  # No checkpoint written, renamed or removed; no metrics.
+
+    # Nothing was lost: the next run resumes at step 51 and ends where the uninterrupted one did.
+    done = _finish(tmp_path)
+    assert "Retrieval at step 60" in done.stdout
+    _assert_same_params(tmp_path, uninterrupted)

@@ -52,18 +52,22 @@ def expected_descriptors(config) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(
-    ("name", "arg"),
-    [
-        ("demo", "runlocal"),
-        ("eurosat", "runlocal"),
-        ("bigearthnet_s2", "runlocal"),
-        ("fmow_rgb", "runlocal"),
-        ("eurosat_mae", "runlocal"),
-    ],
-)
-def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, name, arg):
-    config = load_config(name, arg)
+# The argument that makes each config file a few-step CPU run. Keyed by every file in configs/ (a
+# test checks the keys against the folder), so a new config fails the suite until it is listed here.
+CONFIG_NAMES = sorted(path.stem for path in CONFIGS.glob("*.py"))
+RUNLOCAL_ARGS = {
+    "demo": "runlocal",
+    "eurosat": "runlocal",
+    "bigearthnet_s2": "runlocal",
+    "fmow_rgb": "runlocal",
+    "eurosat_mae": "runlocal",
+}
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_every_config_runlocal_trains_logs_checkpoints_and_evaluates(tmp_path, name):
+    assert name in RUNLOCAL_ARGS, f"configs/{name}.py is new: give its runlocal argument in RUNLOCAL_ARGS"
+    config = load_config(name, RUNLOCAL_ARGS[name])
     results = trainer.train_and_evaluate(config, tmp_path)
     rows = read_metrics(tmp_path)
     logged = [row["step"] for row in rows if "train/loss" in row]
@@ -191,12 +195,20 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
             damaged += 1
     assert damaged
+    before = _file_sizes(tmp_path / "checkpoints" / "4")
     longer = tiny_demo(total_steps=6, checkpoint__every_steps=2, log_every_steps=1)
     trainer.train_and_evaluate(longer, tmp_path)
-    assert "Checkpoint step 4" in caplog.text and "cannot be restored" in caplog.text
+    assert "Checkpoint step 4" in caplog.text and "is damaged" in caplog.text
+    # Set aside with every file as it was (kept for inspection), beside the new step 4.
+    assert _file_sizes(tmp_path / "checkpoints" / "4.unreadable") == before
+    assert (tmp_path / "checkpoints" / "4").is_dir()
     # Steps 3 and 4 were trained again from step 2's checkpoint.
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps.count(3) == 2 and steps.count(4) >= 2
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): p.stat().st_size for p in directory.rglob("*") if p.is_file()}
 
 
 def test_corrupt_image_stops_with_its_name_or_is_skipped_and_counted(tmp_path):
