@@ -6,7 +6,8 @@
 
 `--queries` names a split of the index's data: `query` (the run's query split), or any split the
 data source accepts (a CSV list for folders, a tfds split string). Writes `report.json`,
-`report.md` and the pictures (see `rejepa_jax.evaluation.index_benchmark`).
+`report.md` and the pictures (see `rejepa_jax.evaluation.index_benchmark`) to `--out`, by default
+`INDEX_DIR.eval_<queries>` beside the index (never inside it) or `RUN/eval_<queries>`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rejepa_jax.evaluation.index_benchmark import (
     REPORT_TITLE,
     archive_from_index,
     archive_from_workdir,
+    check_report_dir,
+    default_report_dir,
     evaluate,
 )
 
@@ -34,7 +37,9 @@ _ENCODER = flags.DEFINE_enum(
     "With --workdir: which encoder (default: the run's first eval.encoders).",
 )
 _QUERIES = flags.DEFINE_string("queries", "query", "Query split: 'query' or a split of the index's data.")
-_OUT = flags.DEFINE_string("out", None, "Report folder (default: INDEX_DIR/eval_<queries>).")
+_OUT = flags.DEFINE_string(
+    "out", None, "Report folder (default: INDEX_DIR.eval_<queries> beside the index, RUN/eval_<queries>)."
+)
 _KS = flags.DEFINE_list("ks", ["5", "10", "20", "100"], "Cut-offs K.")
 _EXACT = flags.DEFINE_boolean("exact", False, "Exact search only (no ScaNN index needed).")
 _BASELINES = flags.DEFINE_list("baselines", list(BASELINES), "Baselines evaluated the same way.")
@@ -50,12 +55,13 @@ def main(argv: list[str]) -> None:
     cli.quiet_library_info()
     overrides = tuple(_SET.value)
     if _INDEX.value:
+        default_out = default_report_dir(_QUERIES.value, index_dir=_INDEX.value)
+        out = Path(_OUT.value or default_out)
+        check_report_dir(out, _INDEX.value)  # Before the (slow) loading.
         archive = archive_from_index(_INDEX.value, overrides)
-        default_out = Path(_INDEX.value) / f"eval_{Path(_QUERIES.value).stem}"
     else:
+        out = Path(_OUT.value or default_report_dir(_QUERIES.value, workdir=_WORKDIR.value))
         archive = archive_from_workdir(_WORKDIR.value, encoder=_ENCODER.value, overrides=overrides)
-        default_out = Path(_WORKDIR.value) / f"eval_{Path(_QUERIES.value).stem}"
-    out = Path(_OUT.value or default_out)
     report = evaluate(
         archive,
         _QUERIES.value,

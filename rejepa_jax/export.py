@@ -5,6 +5,10 @@
 
 The run's config (its `config.json`) says which data to embed; `--set` overrides any key. See
 `rejepa_jax.retrieval.exporter` for what is written, and `rejepa_jax.distributed` for many hosts.
+
+`--out` must be missing, an empty folder, or an index written by export holding only its own files
+(it is then replaced atomically); anything else, e.g. a training run, is refused. While an export
+runs it holds `.<out name>.lock` beside `--out`; a second export to the same `--out` is refused.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from rejepa_jax import cli, config_lib, distributed
 from rejepa_jax.retrieval.exporter import ENCODERS, ExportOptions, export_index
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run folder (config.json and checkpoints).")
-_OUT = flags.DEFINE_string("out", None, "Index folder to create or replace.")
+_OUT = flags.DEFINE_string(
+    "out", None, "Index folder to create, fill (if empty) or replace (if an index written by export)."
+)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest good one).")
 _ENCODER = flags.DEFINE_enum(
     "encoder",

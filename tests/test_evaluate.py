@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,13 @@ import pytest
 from PIL import Image
 
 from rejepa_jax.evaluation import retrieval_metrics
-from rejepa_jax.evaluation.index_benchmark import archive_from_index, archive_from_workdir, evaluate
+from rejepa_jax.evaluation.index_benchmark import (
+    archive_from_index,
+    archive_from_workdir,
+    default_report_dir,
+    evaluate,
+)
+from rejepa_jax.retrieval import manifest
 
 REPO = Path(__file__).resolve().parent.parent
 KS = [5, 10, 20]
@@ -129,3 +136,47 @@ def test_ranking_report_equals_retrieval_report_for_the_exact_ranking():
     # A ranking shorter than K counts the missing ranks as not relevant.
     short = retrieval_metrics.ranking_report(ranking[:, :2], q_labels, a_labels, [5], multi_label=False)
     assert short["p@5"] <= expected["p@5"]
+
+
+def _command(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"rejepa_jax.{module}", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_the_readme_commands_in_order_leave_the_index_searchable(trained, tmp_path):
+    """export -> search -> evaluate -> search again, as README.md lists them, on one index."""
+    index = tmp_path / "INDEX"
+    done = _command("export", "--workdir", str(trained), "--out", str(index), "--encoder", "target")
+    assert done.returncode == 0, done.stderr[-2000:]
+    some_id = str(np.load(index / "ids.npy")[5])
+    search = ("search", "--index", str(index), "--id", some_id, "-k", "3")
+    first = _command(*search)
+    assert first.returncode == 0 and some_id not in first.stdout.split("id\n", 1)[1], first.stderr[-2000:]
+    done = _command("evaluate", "--index", str(index), "--queries", "query", "--ks", "5,10", "--baselines=")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = tmp_path / "INDEX.eval_query"  # Beside the index, not inside it.
+    assert (report / "report.md").is_file() and (report / "gallery.png").is_file()
+    assert f"written to {report}" in done.stdout
+    assert set(manifest.listed_files(index)) == set(manifest.load(index).files)
+    again = _command(*search)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout == first.stdout
+
+
+def test_a_report_inside_an_index_is_refused(index_dir, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    with pytest.raises(ValueError, match="inside the index"):
+        evaluate(archive_from_index(copy), "query", copy / "eval_query", ks=KS, baselines=())
+    assert not (copy / "eval_query").exists()
+    assert manifest.load(copy).count == 800  # Still a valid index.
+    done = _command("evaluate", "--index", str(copy), "--out", str(copy / "report"))
+    assert done.returncode == 1 and f"Report folder {copy / 'report'} is inside the index" in done.stderr
+    assert default_report_dir("archive.csv", index_dir=copy) == tmp_path / "index.eval_archive"
+    assert default_report_dir("query", index_dir=f"{copy}/") == tmp_path / "index.eval_query"
+    assert default_report_dir("query", workdir=tmp_path / "run") == tmp_path / "run" / "eval_query"

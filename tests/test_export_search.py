@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,11 +16,20 @@ import pytest
 from test_training_run import tiny_demo
 
 from rejepa_jax import config_lib, trainer
-from rejepa_jax.retrieval import manifest
+from rejepa_jax.retrieval import index_searcher, manifest
 from rejepa_jax.retrieval.exporter import ExportOptions, export_index
 from rejepa_jax.retrieval.index_searcher import IndexSearcher, QueryError, format_results
+from rejepa_jax.retrieval.pca_whitening import PcaWhitening
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pca_index(trained, tmp_path_factory):
+    """The same archive exported PCA-whitened to 16 dimensions: an index of another dimension."""
+    out = tmp_path_factory.mktemp("pca") / "pca16"
+    export_index(config_lib.load_json(trained / "config.json"), trained, out, ExportOptions(pca_dim=16))
+    return out
 
 
 def test_archive_images_find_themselves_with_score_one(index_dir):
@@ -56,10 +66,8 @@ def test_manifest_records_what_the_index_is(index_dir, trained):
     assert record.config["model"]["width"] == 64 and len(record.model_fingerprint) == 64
 
 
-def test_pca_whitened_export_round_trips(trained, tmp_path):
-    out = tmp_path / "pca"
-    export_index(config_lib.load_json(trained / "config.json"), trained, out, ExportOptions(pca_dim=16))
-    searcher = IndexSearcher(out)
+def test_pca_whitened_export_round_trips(pca_index):
+    searcher = IndexSearcher(pca_index)
     assert searcher.manifest.dimension == 16 and searcher.descriptors.shape == (800, 16)
     np.testing.assert_allclose(np.linalg.norm(searcher.descriptors, axis=1), 1.0, rtol=1e-5)
     path = Path(config_lib.SAMPLE_ROOT) / str(searcher.ids[42])
@@ -126,17 +134,42 @@ def test_tampered_missing_or_extra_files_are_refused(index_dir, tmp_path):
     (copy / "scann" / "scann_docids.pkl").write_bytes(b"not loaded")
     with pytest.raises(manifest.IndexIntegrityError, match="scann_docids.pkl"):
         IndexSearcher(copy)
+    shutil.rmtree(copy)
+    # Only the top-level manifest.json is exempt from the extra-file check, not one in a subfolder.
+    copy = _copy(index_dir, tmp_path)
+    shutil.copy(copy / "manifest.json", copy / "scann" / "manifest.json")
+    with pytest.raises(manifest.IndexIntegrityError, match=r"Unexpected file.*scann/manifest\.json"):
+        IndexSearcher(copy)
+    with pytest.raises(manifest.IndexIntegrityError, match=r"scann/manifest\.json"):
+        manifest.load(copy)
     with pytest.raises(manifest.IndexIntegrityError, match="manifest.json is missing"):
         IndexSearcher(tmp_path)
 
 
-def test_unknown_id_and_wrong_dimension_are_query_errors(index_dir):
-    searcher = IndexSearcher(index_dir)
+def test_unknown_id_and_wrong_dimension_are_query_errors(index_dir, pca_index, tmp_path):
+    searcher, other = IndexSearcher(index_dir), IndexSearcher(pca_index)
     known = str(searcher.ids[3])
     with pytest.raises(QueryError, match="not in the index.*Did you mean"):
         searcher.descriptors_for_ids([known.replace(".jpg", "9.jpg")])
-    with pytest.raises(QueryError, match="dimension 64"):
-        searcher.search(np.ones((1, 32), np.float32), k=3)
+    # Real descriptors of one index (64-d) searched in a real index of another dimension (16-d).
+    descriptors, _ = searcher.descriptors_for_ids([known])
+    image = Path(config_lib.SAMPLE_ROOT) / known
+    assert descriptors.shape == (1, 64) and other.manifest.dimension == 16
+    with pytest.raises(QueryError, match=r"shape \(1, 64\) do not match the index dimension 16"):
+        other.search(descriptors, k=3)
+    with pytest.raises(QueryError, match=r"shape \(1, 16\) do not match the index dimension 64"):
+        searcher.search(other.descriptors_for_images([image]), k=3)
+    # An index whose whitening no longer gives its dimension: the query path's own check refuses.
+    copy = tmp_path / "mixed"
+    shutil.copytree(pca_index, copy)
+    PcaWhitening(mean=np.zeros(64, np.float32), projection=np.eye(64, dtype=np.float32)).save(
+        copy / "pca.npz"
+    )
+    manifest.write(
+        copy, manifest.load(copy, verify=False)
+    )  # Consistent checksums: only the dimension differs.
+    with pytest.raises(QueryError, match="dimension 64 but the index has 16"):
+        IndexSearcher(copy).descriptors_for_images([image])
 
 
 def test_a_different_model_is_a_model_mismatch(index_dir, tmp_path):
@@ -157,13 +190,22 @@ def test_a_different_model_is_a_model_mismatch(index_dir, tmp_path):
 def test_search_command_line(index_dir, tmp_path):
     searcher = IndexSearcher(index_dir)
     queries = tmp_path / "queries.txt"
-    queries.write_text(f"# two queries\n{Path(config_lib.SAMPLE_ROOT) / str(searcher.ids[7])}\n")
+    rows = [7, 8, 9]
+    listed = "".join(f"{Path(config_lib.SAMPLE_ROOT) / str(searcher.ids[r])}\n" for r in rows)
+    queries.write_text(f"# three queries\n{listed}")
     command = [sys.executable, "-m", "rejepa_jax.search", "--index", str(index_dir), "-k", "2"]
     done = subprocess.run(
-        [*command, "--queries", str(queries)], cwd=REPO, capture_output=True, text=True, timeout=300
+        [*command, "--queries", str(queries), "--batch_size", "2", "--format", "jsonl"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "   1   1.0000" in done.stdout and str(searcher.ids[7]) in done.stdout
+    hits = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    firsts = [hit for hit in hits if hit["rank"] == 1]
+    assert [hit["id"] for hit in firsts] == [str(searcher.ids[r]) for r in rows]  # Over two batches.
+    assert all(hit["score"] == pytest.approx(1.0, abs=1e-4) for hit in firsts)
     bad = subprocess.run(
         [*command, "--id", "no/such.jpg"], cwd=REPO, capture_output=True, text=True, timeout=300
     )
@@ -197,20 +239,78 @@ def test_killed_export_leaves_the_previous_index_intact(trained, index_dir, tmp_
     after = manifest.load(out)  # Verifies every checksum.
     assert after == before and after.pca_dim == 0
     assert list(tmp_path.glob(".copy.tmp-*"))  # The partial export is left aside...
-    manifest.remove_stale_staging(out)
-    assert not list(tmp_path.glob(".copy.tmp-*"))  # ...and cleaned up by the next export.
+    with manifest.ExportLock(out):  # ...and the dead export's lock does not block the next one,
+        manifest.recover_interrupted(out)
+    assert not list(tmp_path.glob(".copy.*"))  # ...which cleans up.
+    assert manifest.load(out) == before
 
 
-def test_an_interrupted_publish_is_rolled_back(tmp_path):
-    final = tmp_path / "index"
-    final.mkdir()
-    (final / "a").write_text("old")
+def fake_index(folder: Path, content: str) -> Path:
+    """A folder with one file `a` and a manifest listing it (what publication needs of an index)."""
+    folder.mkdir()
+    (folder / "a").write_text(content)
+    record = manifest.Manifest(
+        workdir="",
+        checkpoint_step=0,
+        encoder="target",
+        model_fingerprint="",
+        config={},
+        dimension=1,
+        count=1,
+        normalisation="",
+        split="archive",
+        scann={},
+        measured_recall=1.0,
+        recall_k=1,
+    )
+    manifest.write(folder, record)
+    return folder
+
+
+def test_an_interrupted_publish_is_rolled_back(tmp_path, monkeypatch):
+    final = fake_index(tmp_path / "index", "old")
     staging = manifest.staging_dir(final)
     (staging / "a").write_text("new")
-    os.rename(final, tmp_path / ".index.old-12345678")  # Killed between publish's two renames.
-    manifest.remove_stale_staging(final)
+    aside = manifest.aside_dir(final)
+    assert aside == tmp_path / ".index.old"
+    os.rename(final, aside)  # Killed between the two renames of the non-atomic swap.
+    assert manifest.resolve(final) == aside  # Loaders read the previous index meanwhile...
+    with manifest.ExportLock(final):
+        manifest.recover_interrupted(final)  # ...and the next export puts it back.
     assert (final / "a").read_text() == "old" and not list(tmp_path.glob(".index.*"))
-    staging = manifest.staging_dir(final)
-    (staging / "a").write_text("new")
-    manifest.publish(staging, final)
-    assert (final / "a").read_text() == "new" and not list(tmp_path.glob(".index.*"))
+    assert manifest.resolve(final) == final
+    for exchange in (manifest._exchange, lambda a, b: False):  # Atomic exchange, then two renames.
+        staging = fake_index(tmp_path / ".index.tmp-0000", "new")
+        monkeypatch.setattr(manifest, "_exchange", exchange)
+        manifest.publish(staging, final)
+        assert (final / "a").read_text() == "new" and not list(tmp_path.glob(".index.*"))
+        (final / "a").write_text("old")
+        manifest.write(final, manifest.load(final, verify=False))
+
+
+def test_query_images_are_decoded_and_embedded_in_fixed_size_batches(index_dir, monkeypatch):
+    searcher = IndexSearcher(index_dir)
+    rows = list(range(10))
+    paths = [Path(config_lib.SAMPLE_ROOT) / str(searcher.ids[r]) for r in rows]
+    encode = searcher._encoder()
+    decoded, batches = [], []
+    real_decode = index_searcher.decode_record
+    monkeypatch.setattr(
+        index_searcher, "decode_record", lambda *args: (decoded.append(args[0]), real_decode(*args))[1]
+    )
+    # (images in the batch, images decoded so far) each time the encoder is called.
+    searcher._encode = lambda images: (batches.append((len(images), len(decoded))), encode(images))[1]
+    results = list(searcher.search_images(paths, k=1, batch_size=4))
+    assert batches == [(4, 4), (4, 8), (4, 10)]  # One size (the last batch padded), decoded lazily.
+    assert [len(queries) for queries, _ in results] == [4, 4, 2]
+    hits = [hits[0] for _, batch in results for hits in batch]
+    assert [hit.id for hit in hits] == [str(searcher.ids[r]) for r in rows]
+    assert all(hit.score == pytest.approx(1.0, abs=1e-4) for hit in hits)
+    np.testing.assert_allclose(
+        searcher.descriptors_for_images(paths, batch_size=3),
+        np.asarray(searcher.descriptors)[rows],
+        atol=1e-5,
+    )
+    single = searcher.descriptors_for_images(paths[:1])  # A single query is a batch of one.
+    assert batches[-1][0] == 1 and single.shape == (1, 64)
+    assert searcher.descriptors_for_images([]).shape == (0, 64) and not list(searcher.search_images([], k=1))

@@ -170,6 +170,27 @@ def test_load_refuses_a_planted_docid_pickle(tmp_path):
     assert not marker.exists()
 
 
+def test_load_never_unpickles_a_docid_file_even_unrefused(tmp_path, monkeypatch):
+    """The refusal is a second line: the loader itself never reads a docid pickle."""
+    db, settings, searcher = _small_tree()
+    directory = tmp_path / "index"
+    si.save(searcher, directory)
+    marker = tmp_path / "pickle_was_loaded"
+    (directory / "scann_docids.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("the loader unpickled something")
+
+    monkeypatch.setattr(si, "_refuse_pickles", lambda directory: None)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    loaded = si.load(directory)
+    assert not marker.exists() and loaded.docids is None
+    np.testing.assert_array_equal(
+        si.search(loaded, db[:50], K, settings)[0], si.search(searcher, db[:50], K, settings)[0]
+    )
+
+
 def test_load_refuses_asset_paths_outside_the_directory(tmp_path):
     _, _, searcher = _small_tree()
     directory = tmp_path / "index"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +24,15 @@ from absl import logging
 from rejepa_jax import config_lib, sharding, trainer
 from rejepa_jax import state as state_lib
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode import DecodeOptions, decode_record
 from rejepa_jax.data.sources import make_source
 from rejepa_jax.evaluation import figures, report_writer, retrieval_metrics
 from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
-from rejepa_jax.retrieval import encoder_bundle, scann_index
+from rejepa_jax.retrieval import scann_index
 from rejepa_jax.retrieval.embedding import COLOR_HISTOGRAM, SplitEmbedder
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 from rejepa_jax.retrieval.index_searcher import IndexSearcher
-from rejepa_jax.retrieval.manifest import ENCODER, SCANN_DIR
+from rejepa_jax.retrieval.manifest import SCANN_DIR
 
 BASELINES = (COLOR_HISTOGRAM, "random_init")
 MODEL = "model"  # Key of the model's descriptors while embedding.
@@ -52,8 +53,34 @@ class Archive:
     meta: dict[str, Any]
 
 
+def default_report_dir(
+    queries: str, *, index_dir: str | Path | None = None, workdir: str | Path | None = None
+) -> Path:
+    """Where `rejepa_jax.evaluate` writes its report unless told: `INDEX.eval_<queries>` beside an
+    index (never inside it: an index holds only its listed files), `RUN/eval_<queries>` in a run."""
+    stem = Path(queries).stem
+    if index_dir is not None:
+        index = Path(os.path.abspath(index_dir))
+        return index.with_name(f"{index.name}.eval_{stem}")
+    return Path(workdir) / f"eval_{stem}"
+
+
+def check_report_dir(out_dir: str | Path, index_dir: str | Path) -> None:
+    """Refuses a report folder inside an index (the index would then fail its extra-file check)."""
+    out, index = Path(os.path.realpath(out_dir)), Path(os.path.realpath(index_dir))
+    if out == index or out.is_relative_to(index):
+        raise ValueError(
+            f"Report folder {out_dir} is inside the index {index_dir}, which must hold only its own "
+            f"files; write the report beside it, e.g. {default_report_dir('query', index_dir=index_dir)}."
+        )
+
+
 def archive_from_index(index_dir: str | Path, overrides: tuple[str, ...] = ()) -> Archive:
-    """An exported index: descriptors from disk, queries embedded with the bundled encoder."""
+    """An exported index: descriptors from disk, queries embedded with the bundled encoder.
+
+    Everything comes from the checked index files; the encoder is refused unless its fingerprint is
+    the manifest's (`IndexSearcher.encoder_params`).
+    """
     index = IndexSearcher(index_dir)
     config = config_for_present_devices(config_lib.apply_overrides(index.config, list(overrides)))
     config.unlock()
@@ -61,7 +88,7 @@ def archive_from_index(index_dir: str | Path, overrides: tuple[str, ...] = ()) -
     config.lock()
     return Archive(
         config=config,
-        params=encoder_bundle.load(Path(index_dir) / ENCODER, config),
+        params=index.encoder_params(),
         descriptors=np.asarray(index.descriptors),
         labels=index.labels,
         positions=index.positions,
@@ -121,6 +148,9 @@ def evaluate(
     gallery_queries: int = 8,
 ) -> dict[str, Any]:
     """Runs the whole benchmark and writes the report folder; returns the report dict."""
+    out_dir = Path(out_dir)
+    if archive.index is not None:
+        check_report_dir(out_dir, archive.index.directory)
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ValueError(f"Unknown baselines {sorted(unknown)}; choose from {BASELINES}.")
@@ -130,7 +160,6 @@ def evaluate(
         config = config_lib.apply_overrides(
             config_lib.from_dict(config.to_dict()), [f"data.query_split={queries}"]
         )
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     multi_label, k_max = config.data.multi_label, max(ks)
 
@@ -310,7 +339,10 @@ def _display_image(source, position: int, config) -> np.ndarray:
     """
     record = source[position]
     image = augment.resize(
-        decode_record(record, config.data.channels, tuple(config.data.bands)), config.data.image_size
+        decode_record(
+            record, config.data.channels, tuple(config.data.bands), DecodeOptions.from_config(config.data)
+        ),
+        config.data.image_size,
     )
     if image.shape[-1] == 3:
         low, high = config.eval.histogram_range

@@ -5,7 +5,9 @@ checkpoint is restored onto the devices present, the split is embedded by a jit-
 sharded over every device and host, and process 0 streams the L2-normalised descriptors to disk
 (optionally PCA-whitened, learned on the same split), builds a ScaNN index whose settings an
 auto-tune picks (the cheapest reaching the recall target against exact search) and publishes the
-folder atomically: an interrupted export leaves the previous index in place.
+folder atomically: an interrupted export leaves the previous index in place. An existing `out` is
+replaced only if it is empty or an index written by export (see `manifest.check_replaceable`), and
+one export at a time may write it (`manifest.ExportLock`).
 """
 
 from __future__ import annotations
@@ -69,24 +71,29 @@ def export_index(
     if options.encoder not in ENCODERS:
         raise ValueError(f"--encoder must be one of {ENCODERS}, got {options.encoder!r}.")
     is_main = jax.process_index() == 0
-    config = config_for_present_devices(config)
-    step, params = trainer.restore_params(config, workdir, step=options.step)
-    encoder_params = state_lib.select_encoder(params, options.encoder)
-    run = trainer.build_run(config)
-    source = make_source(config.data, options.split)
-    logging.info(
-        "Exporting %d %s images with the %s encoder of step %d.",
-        len(source),
-        options.split,
-        options.encoder,
-        step,
-    )
-
-    staging = None
+    lock = staging = None
     if is_main:
-        manifest.remove_stale_staging(out)
-        staging = manifest.staging_dir(out)
+        # Refuse a bad --out and a concurrent export before anything slow, and before any change.
+        out = manifest.export_target(out)
+        manifest.check_replaceable(out, workdir=workdir)
+        lock = manifest.ExportLock(out).acquire()
     try:
+        if is_main:
+            manifest.recover_interrupted(out)  # With the lock held: no other export is running.
+            manifest.check_replaceable(out, workdir=workdir)
+            staging = manifest.staging_dir(out)
+        config = config_for_present_devices(config)
+        step, params = trainer.restore_params(config, workdir, step=options.step)
+        encoder_params = state_lib.select_encoder(params, options.encoder)
+        run = trainer.build_run(config)
+        source = make_source(config.data, options.split)
+        logging.info(
+            "Exporting %d %s images with the %s encoder of step %d.",
+            len(source),
+            options.split,
+            options.encoder,
+            step,
+        )
         result = _embed_and_index(config, run, encoder_params, source, staging, options)
         if is_main:
             fingerprint = encoder_bundle.save(staging / ENCODER, encoder_params)
@@ -114,6 +121,8 @@ def export_index(
     finally:
         if staging is not None and staging.exists():  # Failed before publishing: drop the partial folder.
             shutil.rmtree(staging, ignore_errors=True)
+        if lock is not None:
+            lock.release()
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("export_done")
 

@@ -3,15 +3,16 @@
 Query images are embedded by the encoder stored with the index (or, with `workdir`, by that run's
 newest checkpoint, which must be the same model), pooled, L2-normalised and PCA-whitened exactly
 like the archive. `--id` looks up an indexed item's own descriptor and leaves the item itself out of
-its results. `--queries FILE` lists one image path per line (relative paths are relative to FILE).
-Every file of the index is checked against the manifest's checksums before use.
+its results. `--queries FILE` lists one image path per line (relative paths are relative to FILE);
+query images are decoded and embedded `QUERY_BATCH` at a time. Every file of the index is read once
+and checked against the manifest's checksums; what is loaded is exactly what was checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from rejepa_jax import config_lib, trainer
+from rejepa_jax import state as state_lib
 from rejepa_jax.config_lib import suggest
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode import DecodeOptions, decode_record
 from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
 from rejepa_jax.models import factory
 from rejepa_jax.retrieval import encoder_bundle, manifest, scann_index
-from rejepa_jax.retrieval.descriptor_store import read_descriptors
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 from rejepa_jax.retrieval.manifest import DESCRIPTORS, ENCODER, IDS, LABELS, PCA, POSITIONS, SCANN_DIR
 from rejepa_jax.retrieval.pca_whitening import PcaWhitening
+
+QUERY_BATCH = 64  # Query images decoded and embedded at a time.
 
 
 class QueryError(ValueError):
@@ -45,27 +48,86 @@ class Hit:
 
 
 class IndexSearcher:
-    """An exported index, verified, with the encoder that embeds new queries the same way."""
+    """An exported index, verified, with the encoder that embeds new queries the same way.
+
+    Every file is read once, checked against the manifest's SHA-256 and parsed from those same
+    bytes (`manifest.IndexFiles`); the descriptors are held in memory, not memory-mapped.
+    """
 
     def __init__(self, index_dir: str | Path, *, workdir: str | Path | None = None):
-        self.directory = Path(index_dir)
-        self.manifest = manifest.load(self.directory)
+        files = manifest.IndexFiles(index_dir)
+        self.directory = files.directory
+        self.manifest = files.manifest
         self.config = config_lib.from_dict(self.manifest.config)
-        self.ids = np.load(self.directory / IDS, allow_pickle=False)
-        self.labels = np.load(self.directory / LABELS, allow_pickle=False)
-        self.positions = np.load(self.directory / POSITIONS, allow_pickle=False)
-        self.descriptors = read_descriptors(self.directory / DESCRIPTORS)
-        if self.descriptors.shape != (self.manifest.count, self.manifest.dimension):
-            raise manifest.IndexIntegrityError(
-                f"{self.directory / DESCRIPTORS} holds {self.descriptors.shape} descriptors, the "
-                f"manifest says {self.manifest.count} x {self.manifest.dimension}."
+        # Every listed file is read (the ScaNN files: copied) once and checked before anything is
+        # parsed or loaded; parsing and loading then use those very bytes.
+        names = [IDS, LABELS, POSITIONS, DESCRIPTORS, ENCODER] + ([PCA] if self.manifest.pca_dim else [])
+        checked = {name: files.read_bytes(name) for name in names}
+        with files.private_copy(SCANN_DIR) as scann_dir:
+            files.check_all_read()
+            self.ids, self.labels, self.positions, self.descriptors = (
+                manifest.npy_from_bytes(checked[name], self.directory / name)
+                for name in (IDS, LABELS, POSITIONS, DESCRIPTORS)
             )
-        self.settings = scann_index.IndexSettings(**self.manifest.scann)
-        self.searcher = scann_index.load(self.directory / SCANN_DIR)
-        self.whitening = PcaWhitening.load(self.directory / PCA) if self.manifest.pca_dim else None
+            self._check_shapes()
+            self.whitening = (
+                PcaWhitening.load(manifest.NamedBytes(checked[PCA], self.directory / PCA))
+                if self.manifest.pca_dim
+                else None
+            )
+            self._encoder_bytes = checked[ENCODER]
+            self.settings = scann_index.IndexSettings(**self.manifest.scann)
+            self.searcher = scann_index.load(scann_dir)  # ScaNN reads the checked private copy.
         self._row_of_id = {str(item): row for row, item in enumerate(self.ids)}
         self._workdir = workdir
         self._encode = None
+
+    def _check_shapes(self) -> None:
+        shape = (self.manifest.count, self.manifest.dimension)
+        if self.descriptors.dtype != np.float32 or self.descriptors.shape != shape:
+            raise manifest.IndexIntegrityError(
+                f"{self.directory / DESCRIPTORS} holds {self.descriptors.dtype} {self.descriptors.shape} "
+                f"descriptors, the manifest says float32 {shape[0]} x {shape[1]}."
+            )
+        for name, values in ((IDS, self.ids), (LABELS, self.labels), (POSITIONS, self.positions)):
+            if len(values) != self.manifest.count:
+                raise manifest.IndexIntegrityError(
+                    f"{self.directory / name} has {len(values)} rows, the manifest says "
+                    f"{self.manifest.count}."
+                )
+
+    # ---- The encoder ----
+    def encoder_params(self) -> Any:
+        """The bundled encoder's params, from the checked bytes, refused unless they are the model
+        whose fingerprint the manifest records."""
+        source = self.directory / ENCODER
+        params = encoder_bundle.load(manifest.NamedBytes(self._encoder_bytes, source), self.config)
+        self._check_fingerprint(params, source)
+        return params
+
+    def _check_fingerprint(self, params: Any, source: Any) -> None:
+        found = encoder_bundle.fingerprint(params)
+        if found != self.manifest.model_fingerprint:
+            raise QueryError(
+                f"Model mismatch: the encoder from {source} (fingerprint {found[:12]}) is not the one "
+                f"that built the index (fingerprint {self.manifest.model_fingerprint[:12]})."
+            )
+
+    def _encoder(self):
+        """jit(images -> pooled tokens) with the index's model, checked against its fingerprint."""
+        if self._encode is None:
+            if self._workdir is None:
+                params = self.encoder_params()
+            else:
+                run_config = config_lib.load_json(Path(self._workdir) / "config.json")
+                _, all_params = trainer.restore_params(config_for_present_devices(run_config), self._workdir)
+                params = jax.device_get(state_lib.select_encoder(all_params, self.manifest.encoder))
+                self._check_fingerprint(params, self._workdir)
+            model = factory.build_encoder(self.config)
+            self._encode = jax.jit(
+                lambda images: model.apply({"params": params}, images).astype(jnp.float32).mean(axis=1)
+            )
+        return self._encode
 
     # ---- Query descriptors ----
     def descriptors_for_ids(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -78,18 +140,49 @@ class IndexSearcher:
                 )
             rows.append(self._row_of_id[item])
         rows = np.array(rows, dtype=np.int64)
-        return np.asarray(self.descriptors[rows]), rows
+        return np.array(self.descriptors[rows]), rows
 
-    def descriptors_for_images(self, paths: Sequence[str | Path]) -> np.ndarray:
+    def iter_image_descriptors(
+        self, paths: Sequence[str | Path], *, batch_size: int = QUERY_BATCH
+    ) -> Iterator[tuple[list[str | Path], np.ndarray]]:
+        """(paths, descriptors [n, D]) batch by batch: at most `batch_size` images decoded at once.
+
+        Every batch handed to the encoder has the same size, min(batch_size, len(paths)) (the last
+        one is padded), so the encoder compiles once.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        size = min(batch_size, len(paths))
+        for start in range(0, len(paths), max(size, 1)):
+            chunk = list(paths[start : start + size])
+            yield chunk, self._embed_images([self._read_image(path) for path in chunk], size)
+
+    def descriptors_for_images(
+        self, paths: Sequence[str | Path], *, batch_size: int = QUERY_BATCH
+    ) -> np.ndarray:
         """Embeds image files exactly as the archive was embedded: [n, D]."""
+        parts = [rows for _, rows in self.iter_image_descriptors(paths, batch_size=batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.manifest.dimension), np.float32)
+
+    def search_images(
+        self, paths: Sequence[str | Path], k: int, *, batch_size: int = QUERY_BATCH
+    ) -> Iterator[tuple[list[str], list[list[Hit]]]]:
+        """(queries, top-k hits) batch by batch, so memory stays bounded for any number of queries."""
+        for chunk, descriptors in self.iter_image_descriptors(paths, batch_size=batch_size):
+            yield [str(path) for path in chunk], self.search(descriptors, k)
+
+    def _read_image(self, path: str | Path) -> np.ndarray:
         data = self.config.data
-        images = []
-        for path in paths:
-            image = decode_record(
-                {"path": str(path), "id": str(path), "label": -1}, data.channels, tuple(data.bands)
-            )
-            images.append(augment.normalize(augment.resize(image, data.image_size), data.mean, data.std))
-        pooled = np.asarray(self._encoder()(np.stack(images)))
+        record = {"path": str(path), "id": str(path), "label": -1}
+        image = decode_record(record, data.channels, tuple(data.bands), DecodeOptions.from_config(data))
+        return augment.normalize(augment.resize(image, data.image_size), data.mean, data.std)
+
+    def _embed_images(self, images: list[np.ndarray], batch_size: int) -> np.ndarray:
+        batch = np.stack(images)
+        count = len(batch)
+        if count < batch_size:  # Pad to the fixed batch size; the padding rows are dropped.
+            batch = np.concatenate([batch, np.zeros((batch_size - count, *batch.shape[1:]), batch.dtype)])
+        pooled = np.asarray(self._encoder()(batch))[:count]
         descriptors = l2_normalise(pooled)
         if self.whitening is not None:
             descriptors = self.whitening.apply(descriptors)
@@ -99,28 +192,6 @@ class IndexSearcher:
                 f"{self.manifest.dimension} (dimension mismatch)."
             )
         return descriptors
-
-    def _encoder(self):
-        """jit(images -> pooled tokens) with the index's model, checked against its fingerprint."""
-        if self._encode is None:
-            if self._workdir is None:
-                params = encoder_bundle.load(self.directory / ENCODER, self.config)
-            else:
-                run_config = config_lib.load_json(Path(self._workdir) / "config.json")
-                _, all_params = trainer.restore_params(config_for_present_devices(run_config), self._workdir)
-                params = jax.device_get(all_params[self.manifest.encoder])
-            found = encoder_bundle.fingerprint(params)
-            if found != self.manifest.model_fingerprint:
-                source = self._workdir or self.directory / ENCODER
-                raise QueryError(
-                    f"Model mismatch: the encoder from {source} (fingerprint {found[:12]}) is not the one "
-                    f"that built the index (fingerprint {self.manifest.model_fingerprint[:12]})."
-                )
-            model = factory.build_encoder(self.config)
-            self._encode = jax.jit(
-                lambda images: model.apply({"params": params}, images).astype(jnp.float32).mean(axis=1)
-            )
-        return self._encode
 
     # ---- Search ----
     def search(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -87,6 +88,7 @@ class PcaWhitening:
         np.savez(path, mean=self.mean, projection=self.projection)
 
     @classmethod
-    def load(cls, path: str | Path) -> PcaWhitening:
+    def load(cls, path: str | Path | BinaryIO) -> PcaWhitening:
+        """From a file path or an open binary file (e.g. checked in-memory bytes)."""
         with np.load(path, allow_pickle=False) as data:
             return cls(mean=data["mean"], projection=data["projection"])
