@@ -31,25 +31,32 @@ if [[ -z "${PYTHON:-}" && -x "${repo_root}/.venv/bin/python" ]]; then
 fi
 port="${COORDINATOR_PORT:-$("${python_bin}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 log_dir="${LOG_DIR:-/tmp}"
+mkdir -p "${log_dir}"
 
+# The command of process $1, in the array `process_command`: the dry run prints it, the launch
+# runs it.
 command_for() {
-  printf '%s ' "JAX_PLATFORMS=cpu" "JAX_NUM_CPU_DEVICES=${devices}" "${python_bin}" -m rejepa_jax.main \
-    "--coordinator_address=127.0.0.1:${port}" "--num_processes=${processes}" "--process_id=$1" "${main_args[@]}"
+  process_command=(env JAX_PLATFORMS=cpu "JAX_NUM_CPU_DEVICES=${devices}" "${python_bin}"
+    -m rejepa_jax.main "--coordinator_address=127.0.0.1:${port}" "--num_processes=${processes}"
+    "--process_id=$1" "${main_args[@]}")
 }
 
 if [[ "${dry_run}" == 1 ]]; then
+  # One line per process that bash runs as is: every word quoted (%q), after a cd to the repository.
   for ((i = 0; i < processes; i++)); do
     command_for "${i}"
+    printf 'cd %q && ' "${repo_root}"
+    printf '%q ' "${process_command[@]}"
     echo
   done
   exit 0
 fi
 
 run_process() {
-  # exec: the background job is Python itself, so signals sent to its pid reach it.
-  JAX_PLATFORMS=cpu JAX_NUM_CPU_DEVICES="${devices}" exec "${python_bin}" -m rejepa_jax.main \
-    "--coordinator_address=127.0.0.1:${port}" "--num_processes=${processes}" "--process_id=$1" \
-    "${main_args[@]}"
+  command_for "$1"
+  # exec: the background job is Python itself (env execs it in place), so signals sent to its pid
+  # reach it.
+  exec "${process_command[@]}"
 }
 
 cd "${repo_root}"

@@ -69,9 +69,13 @@ install() {
 }
 
 train() {
-  local quoted
-  quoted="$(printf '%q ' "${main_args[@]}")"
-  on_all_workers "cd ${remote_dir} && .venv/bin/python -m rejepa_jax.main --distributed=on ${quoted}"
+  # Each argument quoted on its own (%q), so none is split or expanded by the workers' shell, and
+  # no arguments add no empty one.
+  local arg quoted=""
+  for arg in "${main_args[@]}"; do
+    quoted+=" $(printf '%q' "${arg}")"
+  done
+  on_all_workers "cd ${remote_dir} && .venv/bin/python -m rejepa_jax.main --distributed=on${quoted}"
 }
 
 delete() {

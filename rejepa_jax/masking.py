@@ -17,8 +17,10 @@ Deliberate deviations, each named here and in the README:
   keeps the first patches in raster order, which biases the context towards the top rows.
 - Block sizes are drawn per image rather than once per batch, so the sampler runs per example in the
   data pipeline with a per-example random generator.
-- When the context is too small after removing the targets, the target positions are redrawn; the
-  reference instead drops target constraints, which can leak target patches into the context.
+- When the context is too small after removing the targets, the context is redrawn (size and
+  position), and after every `_CONTEXT_TRIES_PER_TARGET_DRAW` failures the targets too (size and
+  positions); the reference keeps the batch's block sizes and instead drops target constraints,
+  which can leak target patches into the context.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 # Context-size simulation behind the automatic `num_context_tokens`: how many draws, which quantile.
 _AUTO_CONTEXT_DRAWS = 2000
 _AUTO_CONTEXT_QUANTILE = 0.1
-# Redraw the target positions after this many failed context placements.
+# Redraw the target blocks (size and positions) after this many failed context placements.
 _CONTEXT_TRIES_PER_TARGET_DRAW = 10
 
 
@@ -132,14 +134,17 @@ class MultiBlockMaskSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Draws one image's masks: (context_idx [Kc], target_idx [M, Kt]), sorted, int32."""
-        target_hw = block_size(rng.random(), self.target_scale, self.target_aspect, self.grid)
-        context_hw = block_size(rng.random(), self.context_scale, (1.0, 1.0), self.grid)
+        # Sizes are redrawn with the positions: a size drawn once and kept for every try can be one
+        # that no placement accepts (the largest targets with the smallest context), and since the
+        # generator is derived from the example's position, a resumed run would fail on it again.
         for attempt in range(self.max_tries):
             if attempt % _CONTEXT_TRIES_PER_TARGET_DRAW == 0:
+                target_hw = block_size(rng.random(), self.target_scale, self.target_aspect, self.grid)
                 targets = [self._place(target_hw, rng) for _ in range(self.num_targets)]
                 covered = np.zeros(self.grid, dtype=bool)
                 for block in targets:
                     covered |= block
+            context_hw = block_size(rng.random(), self.context_scale, (1.0, 1.0), self.grid)
             context = self._place(context_hw, rng) & ~covered
             context_idx = np.flatnonzero(context)
             if context_idx.size >= self.num_context_tokens:

@@ -149,3 +149,33 @@ def test_mask_kind_comes_from_the_config():
     masks.kind = "grid"
     with pytest.raises(MaskSamplingError, match="masks.kind"):
         make_mask_sampler(masks, (8, 8))
+
+
+def test_a_size_that_can_never_be_placed_is_redrawn_not_fatal():
+    # One target on a 14x14 grid beside a 13x13 context that must keep 100 patches: any target block
+    # of side >= 10 overlaps the context by >= 81 patches wherever it sits, so a first size draw of
+    # u >= ~0.5 can never be placed. Drawing the size once per image aborted about half the seeds.
+    grid = (14, 14)
+    settings = dict(
+        num_targets=1,
+        target_scale=(0.1, 0.8),
+        target_aspect=(1.0, 1.0),
+        context_scale=(1.0, 1.0),
+        num_context_tokens=100,
+    )
+    assert block_size(1.0, (0.1, 0.8), (1.0, 1.0), grid) == (12, 12)
+    assert block_size(0.0, (1.0, 1.0), (1.0, 1.0), grid) == (13, 13)
+    sampler = MultiBlockMaskSampler(grid, **settings)
+    assert sampler.shapes == MultiBlockMaskSampler(grid, **settings).shapes
+    first_draws = [np.random.default_rng(seed).random() for seed in range(40)]
+    assert sum(block_size(u, (0.1, 0.8), (1.0, 1.0), grid)[0] >= 10 for u in first_draws) >= 10
+    for seed in range(40):
+        context, targets = sampler.sample(np.random.default_rng(seed))
+        assert context.shape == (100,) and targets.shape == (1, sampler.num_target_tokens)
+        assert context.dtype == np.int32 and targets.dtype == np.int32
+        assert np.all(np.diff(context) > 0) and np.all(np.diff(targets, axis=1) > 0)
+        assert not set(context.tolist()) & set(targets.ravel().tolist())
+        assert max(context.max(), targets.max()) < 196
+        again = sampler.sample(np.random.default_rng(seed))
+        np.testing.assert_array_equal(context, again[0])
+        np.testing.assert_array_equal(targets, again[1])

@@ -1,5 +1,7 @@
 """ViT encoder and predictor: position embeddings, patch embedding, token subsets, shapes."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,3 +141,40 @@ def test_joint_predictor_keeps_blocks_apart_and_shares_the_per_block_params():
     # The context does not attend to the mask tokens here, unlike the per-block layout.
     reference = per_block.apply({"params": params}, context, context_idx, target_idx)
     assert np.abs(out - reference).max() > 1e-2 * np.abs(reference).max()
+
+
+def test_weights_start_as_the_reference_trunc_normal_with_std_002():
+    # PyTorch's trunc_normal_(std=0.02) cuts at +-2 absolute, i.e. N(0, 0.02^2) in effect; cutting at
+    # +-2 standard deviations (Flax's default bounds) would give a std of about 0.0176. The reference's
+    # fix_init_weight then divides attn.proj and mlp.fc2 of block l (from 1) by sqrt(2 l).
+    encoder = VisionTransformer(patch_size=8, width=256, depth=2, num_heads=4)
+    images = jnp.zeros((1, 16, 16, 3))
+    params = encoder.init(jax.random.key(0), images)["params"]
+    predictor = Predictor(grid=(2, 2), out_features=256, width=256, depth=2, num_heads=4)
+    context = jnp.zeros((1, 2, 256))
+    predictor_params = predictor.init(
+        jax.random.key(1), context, jnp.array([[0, 1]], jnp.int32), jnp.array([[[2, 3]]], jnp.int32)
+    )["params"]
+    kernels, residual_outputs, biases = [], [], []
+    for tree in (params, predictor_params):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            name = jax.tree_util.keystr(path)
+            block = re.search(r"block_(\d+)", name)
+            if block and re.search(r"\['(proj|fc2)'\]\['kernel'\]", name):
+                residual_outputs.append((name, int(block.group(1)) + 1, np.asarray(leaf)))
+            elif "kernel" in name or "mask_token" in name:
+                kernels.append((name, np.asarray(leaf)))
+            elif "bias" in name and "norm" not in name.lower():
+                biases.append(np.asarray(leaf))
+    assert {"['patch_embed']['kernel']", "['embed']['kernel']", "['mask_token']"} <= {n for n, _ in kernels}
+    for name, kernel in kernels:
+        if kernel.size >= 50_000:
+            assert abs(kernel.std() - 0.02) < 0.03 * 0.02, name
+    pooled = np.concatenate([kernel.ravel() for _, kernel in kernels])
+    assert abs(pooled.std() - 0.02) < 0.01 * 0.02 and abs(pooled.mean()) < 1e-4
+    assert np.abs(pooled).max() > 2 * 0.02  # Not cut at two standard deviations.
+    assert len(residual_outputs) == 8  # proj and fc2 of two blocks, in encoder and predictor.
+    for name, layer_number, kernel in residual_outputs:
+        expected = 0.02 / np.sqrt(2.0 * layer_number)
+        assert abs(kernel.std() - expected) < 0.03 * expected, (name, kernel.std(), expected)
+    assert biases and all(not bias.any() for bias in biases)

@@ -8,6 +8,7 @@ number of kept tokens. That is how the context encoder sees only the context blo
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -25,9 +26,28 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "H": (1280, 32, 16),
 }
 
-# Every Dense kernel and the patch embedding start as trunc-normal(0.02), biases 0, as the reference.
-DENSE_INIT = nn.initializers.truncated_normal(stddev=0.02)
+# Every Dense kernel, the patch embedding and the mask token start as the reference's PyTorch
+# `trunc_normal_(std=0.02)`, biases 0. Its cut-off is +-2 in absolute units (100 standard
+# deviations), so the draw is N(0, 0.02^2) in effect; Flax's bounds are in standard deviations and
+# default to +-2 of them, which would shrink the std to about 0.0176.
+INIT_STD = 0.02
+DENSE_INIT = nn.initializers.truncated_normal(stddev=INIT_STD, lower=-2.0 / INIT_STD, upper=2.0 / INIT_STD)
 LAYER_NORM_EPS = 1e-6
+
+
+def residual_output_init(layer_number: int) -> nn.initializers.Initializer:
+    """DENSE_INIT divided by sqrt(2 * layer_number), for the last projection of each residual branch.
+
+    The reference's `fix_init_weight` rescales `attn.proj` and `mlp.fc2` of block l (counting from 1)
+    this way in both the encoder and the predictor, so the residual stream's variance does not grow
+    with depth at initialisation.
+    """
+    scale = 1.0 / math.sqrt(2.0 * layer_number)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return DENSE_INIT(key, shape, dtype) * jnp.asarray(scale, dtype)
+
+    return init
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,13 +119,15 @@ class MlpBlock(nn.Module):
 
     hidden: int
     dtype: jnp.dtype = jnp.float32
+    layer_number: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         width = x.shape[-1]
         x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=DENSE_INIT, name="fc1")(x)
         x = nn.gelu(x, approximate=False)
-        return nn.Dense(width, dtype=self.dtype, kernel_init=DENSE_INIT, name="fc2")(x)
+        fc2_init = residual_output_init(self.layer_number)
+        return nn.Dense(width, dtype=self.dtype, kernel_init=fc2_init, name="fc2")(x)
 
 
 class Attention(nn.Module):
@@ -113,6 +135,7 @@ class Attention(nn.Module):
 
     num_heads: int
     dtype: jnp.dtype = jnp.float32
+    layer_number: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -124,23 +147,30 @@ class Attention(nn.Module):
         mask = None if mask is None else mask[None, None]
         out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask=mask)
         out = out.reshape(batch, length, width)
-        return nn.Dense(width, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(out)
+        proj_init = residual_output_init(self.layer_number)
+        return nn.Dense(width, dtype=self.dtype, kernel_init=proj_init, name="proj")(out)
 
 
 class EncoderBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x)).
+
+    `layer_number` (from 1) scales the initial output projections of both branches.
+    """
 
     num_heads: int
     mlp_ratio: float
     dtype: jnp.dtype = jnp.float32
+    layer_number: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         width = x.shape[-1]
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
-        x = x + Attention(self.num_heads, dtype=self.dtype, name="attn")(y, mask)
+        attention = Attention(self.num_heads, self.dtype, self.layer_number, name="attn")
+        x = x + attention(y, mask)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
-        return x + MlpBlock(int(width * self.mlp_ratio), dtype=self.dtype, name="mlp")(y)
+        mlp = MlpBlock(int(width * self.mlp_ratio), self.dtype, self.layer_number, name="mlp")
+        return x + mlp(y)
 
 
 class Transformer(nn.Module):
@@ -160,7 +190,8 @@ class Transformer(nn.Module):
         block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
         x = constrain_batch(x)
         for i in range(self.depth):
-            x = block_cls(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"block_{i}")(x, mask)
+            block = block_cls(self.num_heads, self.mlp_ratio, self.dtype, i + 1, name=f"block_{i}")
+            x = block(x, mask)
             x = constrain_batch(x)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
 
