@@ -205,12 +205,16 @@ def reported_descriptor(run_result: dict[str, Any]) -> str:
     return "rejepa_target" if run_result["method"] == "rejepa" else f"{run_result['method']}_context"
 
 
+PLOT_BUDGETS_PFLOP = (0.1, 0.3, 1.0)
+
+
 def plot(results: dict[str, Any], protocol: str, path: Path) -> None:
     """P@20 against training PFLOP, one line per method label, the floors as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     curves: dict[str, list[tuple[float, float]]] = {}
     floors: dict[str, float] = {}
@@ -228,7 +232,13 @@ def plot(results: dict[str, Any], protocol: str, path: Path) -> None:
         ax.plot(xs, ys, marker="o", label=label)
     for (name, value), style in zip(sorted(floors.items()), ("--", ":"), strict=False):
         ax.axhline(value, color="grey", linestyle=style, label=f"{name.replace('_', ' ')} ({value:.3f})")
+    # The issue's budgets stay on the axis (plain tick labels) even while few points are measured.
+    spanned = [x for points in curves.values() for x, _ in points] + list(PLOT_BUDGETS_PFLOP)
     ax.set_xscale("log")
+    ax.set_xlim(min(spanned) / 1.5, max(spanned) * 1.5)
+    ax.set_xticks(PLOT_BUDGETS_PFLOP)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("pretraining compute (PFLOP, XLA count)")
     ax.set_ylabel("P@20")
     ax.set_title(f"EuroSAT retrieval, {protocol} queries, ViT-Ti/8")
