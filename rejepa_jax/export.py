@@ -34,7 +34,10 @@ _ENCODER = flags.DEFINE_enum(
 _SPLIT = flags.DEFINE_string("split", "archive", "Split of the run's data to index: archive, query or train.")
 _PCA_DIM = flags.DEFINE_integer("pca_dim", 0, "PCA-whiten to this many dimensions (0: off).")
 _STANDARDISE = flags.DEFINE_boolean(
-    "standardise", False, "Standardise each descriptor dimension with the indexed split's mean and std."
+    "standardise",
+    None,
+    "Standardise each descriptor dimension with the indexed split's mean and std (default: the run's "
+    "eval.standardise, which the recipes set for the descriptor they validated; off with --pca_dim).",
 )
 _TARGET_RECALL = flags.DEFINE_float("target_recall", 0.95, "recall@K the auto-tuned index must reach.")
 _RECALL_K = flags.DEFINE_integer("recall_k", 10, "K of the recall target.")
@@ -56,7 +59,7 @@ def main(argv: list[str]) -> None:
         encoder=_ENCODER.value,
         split=_SPLIT.value,
         pca_dim=_PCA_DIM.value,
-        standardise=_STANDARDISE.value,
+        standardise=_standardise(config),
         target_recall=_TARGET_RECALL.value,
         recall_k=_RECALL_K.value,
         brute_force_below=_BRUTE_FORCE_BELOW.value,
@@ -69,6 +72,13 @@ def main(argv: list[str]) -> None:
             f"{Path(_OUT.value).absolute()}",
             flush=True,
         )
+
+
+def _standardise(config) -> bool:
+    """--standardise when given; else the run's eval.standardise, unless --pca_dim whitens instead."""
+    if _STANDARDISE.value is not None:
+        return _STANDARDISE.value
+    return bool(config.eval.standardise) and not _PCA_DIM.value
 
 
 def run() -> None:

@@ -112,6 +112,19 @@ def test_default_export_is_the_recipes_descriptor_the_online_encoder(trained, in
     assert params["encoder"].keys() == params["target"].keys()
 
 
+def test_export_command_standardises_as_the_run_evaluated(trained, tmp_path):
+    """Without --standardise, the command follows the run's eval.standardise (set by the recipes)."""
+    for setting in (True, False):
+        out = tmp_path / f"standardise_{setting}"
+        command = [sys.executable, "-m", "rejepa_jax.export", "--workdir", str(trained), "--out", str(out)]
+        done = subprocess.run(
+            [*command, f"--set=eval.standardise={setting}"], cwd=REPO, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        normalisation = manifest.load(out).normalisation
+        assert ("standardised per dimension" in normalisation) == setting, normalisation
+
+
 def _copy(index_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(index_dir, copy)

@@ -59,8 +59,10 @@ RUNLOCAL_ARGS = {
     "demo": "runlocal",
     "eurosat": "runlocal",
     "bigearthnet_s2": "runlocal",
+    "bigearthnet_s1": "runlocal",
     "fmow_rgb": "runlocal",
     "eurosat_mae": "runlocal",
+    "eurosat_ms": "runlocal",
 }
 
 

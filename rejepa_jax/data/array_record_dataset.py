@@ -1,10 +1,14 @@
-"""Writes an image folder as a tfds ArrayRecord dataset, without TensorFlow.
+"""Writes an image folder or a BigEarthNet archive as a tfds ArrayRecord dataset, without TensorFlow.
 
-Each example keeps the original encoded file bytes (JPEG, PNG, GeoTIFF, .npy: nothing is
-re-encoded or rounded), its integer label and its file name relative to the root. The image and
-file name are `tfds.features.Tensor(shape=(), dtype=np.object_)` byte strings, which tfds
-serialises with its own protos; `tfds.features.Image` would need TensorFlow to encode. The result
-is read with `tfds.data_source(name, data_dir=out_dir)`, hence by `TfdsSource`.
+Image folders: each example keeps the original encoded file bytes (JPEG, PNG, GeoTIFF, .npy: nothing
+is re-encoded or rounded), its integer label and its file name relative to the root. BigEarthNet:
+each patch becomes its stacked bands exactly as `BigEarthNetSource` decodes them (float32 [120, 120,
+C] on the 10 m grid, raw units, as .npy bytes: 576 KB for 10 bands), its float32 multi-hot label
+(19 or 43 classes) and its patch name. The image and file name are
+`tfds.features.Tensor(shape=(), dtype=np.object_)` byte strings, which tfds serialises with its own
+protos; `tfds.features.Image` would need TensorFlow to encode. The result is read with
+`tfds.data_source(name, data_dir=out_dir)`, hence by `TfdsSource` (with `data.multi_label=True` for
+BigEarthNet).
 
 Every file is decoded once before it is written, so a corrupt file, one larger than
 `max_image_pixels` values (checked from its header) or one holding NaN or infinite values in any
@@ -17,6 +21,7 @@ never leaves a partial one.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
 import tempfile
@@ -27,6 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import naming
 
+from rejepa_jax.data.bigearthnet import BigEarthNetOptions, BigEarthNetSource, read_patch_labels
 from rejepa_jax.data.decode import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DataError,
@@ -34,6 +40,7 @@ from rejepa_jax.data.decode import (
     ImageTooLargeError,
     check_finite,
     decode_file,
+    decode_record,
     printable_name,
 )
 from rejepa_jax.data.sources import FolderSource
@@ -83,19 +90,92 @@ def write_folder_dataset(
     the files (0: none). Returns the dataset folder and per-split counts.
     """
     options = DecodeOptions(max_image_pixels=max_image_pixels)
-    dataset_name, _, config_name = name.partition("/")
-    _check_name(dataset_name, name)
+    _check_name(name.partition("/")[0], name)
     splits = dict(splits) if splits is not None else {"train": ()}
     if not splits:
         raise DataError("No split to write.")
     sources = {
         split: FolderSource(root, split_files=files, split_dir=split_dir) for split, files in splits.items()
     }
+    skipped: dict[str, list[str]] = {split: [] for split in sources}
+    final_path = _write(
+        out_dir,
+        name,
+        _features(sources.values()),
+        {split: _examples(source, skip_bad, skipped[split], options) for split, source in sources.items()},
+        description=f"Image folder {os.path.abspath(root)} written by rejepa_jax.prepare.",
+    )
+    num_examples = {split: len(source) - len(skipped[split]) for split, source in sources.items()}
+    return PreparedDataset(path=final_path, num_examples=num_examples, skipped=skipped)
+
+
+def write_bigearthnet_dataset(
+    root: str,
+    out_dir: str,
+    name: str,
+    splits: Mapping[str, Sequence[str]] | None = None,
+    options: BigEarthNetOptions | None = None,
+    *,
+    split_dir: str = "",
+    skip_bad: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> PreparedDataset:
+    """Writes the BigEarthNet patch folders under `root` as tfds dataset `name` in `out_dir`.
+
+    `splits` maps a dataset split name to BigEarthNet split names ("train", "validation", "test",
+    "all"; see `BigEarthNetSource`, with `options` and `split_dir`); None writes the three official
+    splits under their own names. A patch that fails to decode or whose labels cannot be read fails
+    the run naming its file, or is skipped and listed with `skip_bad`.
+    """
+    options = options or BigEarthNetOptions()
+    decode_options = DecodeOptions(max_image_pixels=max_image_pixels)
+    _check_name(name.partition("/")[0], name)
+    splits = dict(splits) if splits is not None else {s: (s,) for s in ("train", "validation", "test")}
+    if not splits:
+        raise DataError("No split to write.")
+    sources = {
+        split: BigEarthNetSource(root, names, options, split_dir=split_dir) for split, names in splits.items()
+    }
+    skipped: dict[str, list[str]] = {split: [] for split in sources}
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+            "label": tfds.features.Tensor(shape=(options.labels,), dtype=np.float32),
+            "filename": tfds.features.Tensor(shape=(), dtype=np.object_),
+        }
+    )
+    classes = next(iter(sources.values())).class_names
+    final_path = _write(
+        out_dir,
+        name,
+        features,
+        {
+            split: _patch_examples(source, skip_bad, skipped[split], decode_options)
+            for split, source in sources.items()
+        },
+        description=(
+            f"BigEarthNet {options.sensor.upper()} patches of {os.path.abspath(root)}, bands "
+            f"{', '.join(options.bands)} stacked on the 10 m grid (float32 .npy, raw units), written by "
+            f"rejepa_jax.prepare. Labels: multi-hot over {options.labels} classes: {'; '.join(classes)}."
+        ),
+    )
+    num_examples = {split: len(source) - len(skipped[split]) for split, source in sources.items()}
+    return PreparedDataset(path=final_path, num_examples=num_examples, skipped=skipped)
+
+
+def _write(
+    out_dir: str,
+    name: str,
+    features: tfds.features.FeaturesDict,
+    split_datasets: dict[str, Iterator[tuple[int, dict]]],
+    *,
+    description: str,
+) -> str:
+    """Builds the dataset in a temporary folder and moves it into place when complete; its path."""
+    dataset_name, _, config_name = name.partition("/")
     final_path = os.path.join(os.path.abspath(out_dir), dataset_name, config_name, VERSION)
     if os.path.exists(final_path):
         raise FileExistsError(f"{final_path} already exists; remove it or choose another --name.")
-
-    skipped: dict[str, list[str]] = {split: [] for split in sources}
     os.makedirs(out_dir, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix=f".{dataset_name}-incomplete-", dir=out_dir)
     try:
@@ -103,15 +183,12 @@ def write_folder_dataset(
             name=dataset_name,
             version=VERSION,
             config=config_name or None,
-            features=_features(sources.values()),
-            split_datasets={
-                split: _examples(source, skip_bad, skipped[split], options)
-                for split, source in sources.items()
-            },
+            features=features,
+            split_datasets=split_datasets,
             data_dir=tmp_dir,
-            description=f"Image folder {os.path.abspath(root)} written by rejepa_jax.prepare.",
+            description=description,
             file_format="array_record",
-            disable_shuffling=True,  # Keep the CSV / folder order: example i is the i-th file.
+            disable_shuffling=True,  # Keep the source order: example i is the source's i-th record.
         )
         builder.download_and_prepare(
             download_dir=os.path.join(tmp_dir, "downloads"),
@@ -122,8 +199,7 @@ def write_folder_dataset(
         os.rename(builder.data_dir, final_path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-    num_examples = {split: len(source) - len(skipped[split]) for split, source in sources.items()}
-    return PreparedDataset(path=final_path, num_examples=num_examples, skipped=skipped)
+    return final_path
 
 
 def _check_name(dataset_name: str, name: str) -> None:
@@ -177,3 +253,23 @@ def _examples(
             skipped.append(str(e))
             continue
         yield index, {"image": data, "label": record["label"], "filename": record["id"]}
+
+
+def _patch_examples(
+    source: BigEarthNetSource, skip_bad: bool, skipped: list[str], options: DecodeOptions
+) -> Iterator[tuple[int, dict]]:
+    """(index, example) for each readable patch; a bad one raises, or is appended to `skipped`."""
+    channels = len(source.options.bands)
+    for index in range(len(source)):
+        record = source[index]
+        try:
+            image = decode_record(record, channels, options=options)
+            label = read_patch_labels(record["labels_path"], record["label_set"])
+        except DataError as e:
+            if not skip_bad:
+                raise DataError(f"{e} (pass --skip_bad to skip and count bad patches)") from e
+            skipped.append(str(e))
+            continue
+        buffer = io.BytesIO()
+        np.save(buffer, image, allow_pickle=False)
+        yield index, {"image": buffer.getvalue(), "label": label, "filename": record["id"]}

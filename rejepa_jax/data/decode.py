@@ -1,8 +1,9 @@
 """Decodes one record into a float32 [H, W, C] array in raw pixel units, and the data error types.
 
-Images arrive as a file path (folder sources), as encoded bytes (datasets written by
-`rejepa_jax.prepare`) or as arrays (tfds catalog datasets, synthetic data). The format is read from
-the leading bytes, not from the file name, because encoded bytes in a tfds record have no name.
+Images arrive as a file path (folder sources), as one file per band (BigEarthNet patch folders), as
+encoded bytes (datasets written by `rejepa_jax.prepare`) or as arrays (tfds catalog datasets,
+synthetic data). The format is read from the leading bytes, not from the file name, because encoded
+bytes in a tfds record have no name.
 
 Pixel values keep the file's own units, never rescaled: 0..255 for 8-bit images, 0..65535 for
 16-bit ones (16-bit PNGs included, grey or colour, read at full depth), floats as stored.
@@ -114,23 +115,18 @@ def decode_record(
 ) -> np.ndarray:
     """Returns the record's image as float32 [H, W, C] in raw units, with `bands` kept and checked.
 
-    A record holds either `path` (a file read here) or `image` (encoded bytes or an array). `bands`
-    selects band indices in order (empty keeps all); the result must have `channels` bands and only
-    finite values.
+    A record holds `path` (a file read here), `band_paths` and `band_shapes` (one single-band file
+    per band, see `decode_band_files`) or `image` (encoded bytes or an array). `bands` selects band
+    indices in order (empty keeps all); the result must have `channels` bands and only finite values.
     """
     options = options or DecodeOptions()
-    if "path" in record:
+    if "band_paths" in record:
+        name = printable_name(str(record.get("id", "<record>")))
+        image = decode_band_files(record["band_paths"], record["band_shapes"], name, options)
+        alpha = False
+    elif "path" in record:
         name = printable_name(str(record["path"]))
-        try:
-            with open(record["path"], "rb") as f:
-                # Small files are read in one call (cheap on network file systems); larger ones are
-                # decoded from the open file, so that a huge one is refused from its header alone.
-                if os.fstat(f.fileno()).st_size <= _READ_WHOLE_BYTES:
-                    image, alpha = _decode_stream(io.BytesIO(f.read()), name, options)
-                else:
-                    image, alpha = _decode_stream(f, name, options)
-        except OSError as e:
-            raise BadImageError(f"Cannot read {name}: {e}") from e
+        image, alpha = _decode_path(record["path"], name, options)
     else:
         name = printable_name(str(record.get("id", "<record>")))
         value = record["image"]
@@ -139,6 +135,78 @@ def decode_record(
         else:
             image, alpha = array_to_hwc(np.asarray(value), name, options), False
     return _fit_bands(image, alpha, channels, tuple(bands), name, options)
+
+
+def decode_band_files(
+    paths: Sequence[str],
+    shapes: Sequence[tuple[int, int]],
+    name: str,
+    options: DecodeOptions | None = None,
+) -> np.ndarray:
+    """Reads one single-band file per band and stacks them, in order, on the finest band's grid.
+
+    Archives such as BigEarthNet store each band at its native resolution (Sentinel-2: 10 m bands
+    120 x 120, 20 m ones 60 x 60, 60 m ones 20 x 20 per patch). Each file must hold one band of
+    exactly its `shapes` entry (height, width), else a BadImageError names the file; a missing file is
+    a DataError naming it. Coarser bands are upsampled with `resize_bilinear` to the largest height
+    and width in `shapes`. Values keep the files' units (float32), and non-finite values (e.g. NaN in
+    Sentinel-1 backscatter) are refused naming the file. `name` (the record) is named in messages.
+    """
+    options = options or DecodeOptions()
+    if len(paths) != len(shapes) or not paths:
+        raise DataError(f"{name}: a band-file record needs one expected shape per band file.")
+    grid = (max(int(s[0]) for s in shapes), max(int(s[1]) for s in shapes))
+    stacked = []
+    for path, shape in zip(paths, shapes, strict=True):
+        file_name = printable_name(str(path))
+        try:
+            image, _ = _decode_path(path, file_name, options)
+        except BadImageError as e:
+            if isinstance(e.__cause__, FileNotFoundError):
+                raise DataError(f"Missing band file {file_name} (record {name}).") from e
+            raise
+        if image.shape[-1] != 1:
+            raise BadImageError(f"{file_name}: expected one band per file, found {image.shape[-1]}.")
+        expected = (int(shape[0]), int(shape[1]))
+        if image.shape[:2] != expected:
+            raise BadImageError(
+                f"{file_name}: the band is {image.shape[0]} x {image.shape[1]} pixels, but its native "
+                f"resolution in this archive gives {expected[0]} x {expected[1]} (record {name})."
+            )
+        check_finite(image, file_name, remedy="fill them in the file, or leave this band out")
+        stacked.append(image[:, :, 0] if expected == grid else resize_bilinear(image[:, :, 0], grid))
+    return np.stack(stacked, axis=-1)
+
+
+def resize_bilinear(band: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of a 2-D band to `shape` (height, width), meant for upsampling: float32.
+
+    Pixel centres are aligned, not corners (align_corners=False, "half-pixel centres"): output pixel
+    i samples the input at x = (i + 0.5) * n_in / n_out - 0.5, clamped to [0, n_in - 1] (edge pixels
+    repeat), from its two neighbours floor(x) and floor(x) + 1 weighted by distance. A 60 x 60 band
+    on a 120 x 120 grid thus weighs its pixels 3/4 and 1/4 along each axis. Aligning centres keeps
+    the grids registered as on the ground: a 20 m pixel's centre is the centre of the 2 x 2 block of
+    10 m pixels it covers (aligned corners would shift coarse bands by up to half a fine pixel).
+    This is the convention of torch's `interpolate(mode="bilinear", align_corners=False)`, and what
+    PIL's BILINEAR resize gives when upsampling (a test checks PIL against it); computed in float64
+    as two small matrix products, so it is exact up to float32 rounding.
+    """
+    band = np.asarray(band, dtype=np.float64)
+    rows = _bilinear_weights(band.shape[0], int(shape[0]))
+    cols = _bilinear_weights(band.shape[1], int(shape[1]))
+    return (rows @ band @ cols.T).astype(np.float32)
+
+
+def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """The [n_out, n_in] matrix of `resize_bilinear` along one axis (rows sum to 1)."""
+    x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    low = np.floor(x).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    weight = x - low
+    matrix = np.zeros((n_out, n_in))
+    np.add.at(matrix, (np.arange(n_out), low), 1.0 - weight)
+    np.add.at(matrix, (np.arange(n_out), high), weight)
+    return matrix
 
 
 def decode_file(f: BinaryIO, name: str, options: DecodeOptions | None = None) -> np.ndarray:
@@ -173,19 +241,14 @@ def stack_bands(bands: Sequence[np.ndarray], name: str) -> np.ndarray:
     """Stacks single-band 2-D arrays into float32 [H, W, C] on the finest band's grid.
 
     Catalog datasets such as BigEarthNet store each Sentinel-2 band as its own feature at its
-    native resolution (10, 20 or 60 m); coarser bands are upsampled bilinearly to the finest one.
+    native resolution (10, 20 or 60 m); coarser bands are upsampled to the finest one with
+    `resize_bilinear`, as band files are (`decode_band_files`).
     """
     arrays = [np.asarray(band, dtype=np.float32) for band in bands]
     if any(a.ndim != 2 or 0 in a.shape for a in arrays):
         raise BadImageError(f"Cannot stack {name}: every band must be a non-empty 2-D array.")
-    height, width = max(a.shape for a in arrays)
-    resized = [
-        a
-        if a.shape == (height, width)
-        else np.asarray(Image.fromarray(a, mode="F").resize((width, height), Image.BILINEAR))
-        for a in arrays
-    ]
-    return np.stack(resized, axis=-1)
+    grid = (max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays))
+    return np.stack([a if a.shape == grid else resize_bilinear(a, grid) for a in arrays], axis=-1)
 
 
 def select_bands(
@@ -221,10 +284,17 @@ def select_bands(
     return image
 
 
-def check_finite(image: np.ndarray, name: str, band_numbers: Sequence[int] | None = None) -> None:
+def check_finite(
+    image: np.ndarray,
+    name: str,
+    band_numbers: Sequence[int] | None = None,
+    *,
+    remedy: str = "fill them in the file, or leave such bands out with data.bands",
+) -> None:
     """Raises a BadImageError naming the bands of `image` that hold NaN or +-inf values.
 
-    `band_numbers[i]` is the file's number of band i of `image` (default: i), for the message.
+    `band_numbers[i]` is the file's number of band i of `image` (default: i), for the message;
+    `remedy` ends it.
     """
     if np.isfinite(np.sum(image, dtype=np.float64)):  # One pass, no copy; NaN and inf propagate.
         return
@@ -235,7 +305,7 @@ def check_finite(image: np.ndarray, name: str, band_numbers: Sequence[int] | Non
     raise BadImageError(
         f"{name}: band(s) {bad} (counting from 0) hold non-finite values (NaN or +-inf, e.g. a nodata "
         f"value) in {int(bad_pixels.max())} of {image.shape[0] * image.shape[1]} pixels; training "
-        "needs finite values: fill them in the file, or leave such bands out with data.bands."
+        f"needs finite values: {remedy}."
     )
 
 
@@ -293,6 +363,19 @@ def _fit_bands(
         numbers = numbers[list(bands)]
     check_finite(image, name, numbers)
     return image
+
+
+def _decode_path(path: str, name: str, options: DecodeOptions) -> tuple[np.ndarray, bool]:
+    """(float32 [H, W, C] image, whether its last band is alpha) of the file at `path`."""
+    try:
+        with open(path, "rb") as f:
+            # Small files are read in one call (cheap on network file systems); larger ones are
+            # decoded from the open file, so that a huge one is refused from its header alone.
+            if os.fstat(f.fileno()).st_size <= _READ_WHOLE_BYTES:
+                return _decode_stream(io.BytesIO(f.read()), name, options)
+            return _decode_stream(f, name, options)
+    except OSError as e:
+        raise BadImageError(f"Cannot read {name}: {e}") from e
 
 
 def _decode_stream(f: BinaryIO, name: str, options: DecodeOptions) -> tuple[np.ndarray, bool]:

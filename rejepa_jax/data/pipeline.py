@@ -36,6 +36,7 @@ import numpy as np
 from absl import flags
 
 from rejepa_jax.data import augment
+from rejepa_jax.data.bigearthnet import read_patch_labels
 from rejepa_jax.data.decode import (
     BadImageError,
     BandCountError,
@@ -190,7 +191,7 @@ class EvalTransform:
         """`index` is the record's position in its split, kept so rows can be matched across hosts."""
         try:
             image = decode_record(record, self.channels, self.bands, self.decode_options)
-            label = self.label(record["label"], str(record["id"]))
+            label = self.label(_record_label(record), str(record["id"]))
         except DataError as e:
             return _bad_record(e)
         image = augment.normalize(augment.resize(image, self.image_size), self.mean, self.std)
@@ -232,6 +233,13 @@ class EvalTransform:
             "valid": False,
             "skipped": np.int32(0),
         }
+
+
+def _record_label(record: dict[str, Any]) -> Any:
+    """The record's label; a BigEarthNet record's is read from its label file here, in the map."""
+    if "labels_path" in record:
+        return read_patch_labels(record["labels_path"], record["label_set"])
+    return record["label"]
 
 
 class SkipBadIterDataset(grain.IterDataset):

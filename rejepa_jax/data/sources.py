@@ -2,6 +2,7 @@
 
 - `FolderSource`: image files under a root folder, optionally listed by split CSV files.
 - `TfdsSource`: a tfds dataset read through `tfds.data_source` (ArrayRecord files, no TensorFlow).
+- `BigEarthNetSource` (`bigearthnet.py`): BigEarthNet patch folders, one GeoTIFF per band.
 - `SyntheticSource`: class-structured random images, deterministic per index, for smoke tests.
 
 Sources only say where an image is (or hold it); decoding happens in the pipeline's map, so that a
@@ -20,11 +21,12 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from rejepa_jax.data.bigearthnet import BigEarthNetSource, make_bigearthnet_source
 from rejepa_jax.data.decode import DataError, printable_name, stack_bands
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy")
 LABEL_MAP_FILE = "label_map.json"
-SOURCES = ("folder", "tfds", "synthetic")
+SOURCES = ("folder", "tfds", "synthetic", "bigearthnet")
 SPLITS = ("train", "query", "archive")
 
 
@@ -333,14 +335,15 @@ class SyntheticSource:
         return f"SyntheticSource(split={self.split!r}, num_records={len(self)})"
 
 
-Source = FolderSource | TfdsSource | SyntheticSource
+Source = FolderSource | TfdsSource | SyntheticSource | BigEarthNetSource
 
 
 def make_source(data_config: ml_collections.ConfigDict, split: str) -> Source:
     """The source of `split` ("train", "query" or "archive") chosen by `data.source`.
 
     `data.<split>_split` is a comma-separated CSV list for folders ("" = every image), a tfds split
-    string for tfds, and the split name for synthetic data ("" = `split`), which sets its seed.
+    string for tfds, the split name for synthetic data ("" = `split`), which sets its seed, and a
+    comma-separated list of "train", "validation", "test", "all" for BigEarthNet.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
@@ -360,6 +363,12 @@ def make_source(data_config: ml_collections.ConfigDict, split: str) -> Source:
             image_key=data_config.image_key,
             label_key=data_config.label_key,
         )
+    if data_config.source == "bigearthnet":
+        if not split_value:
+            raise DataError(
+                f"data.{split}_split is empty; set it to BigEarthNet split names such as 'train'."
+            )
+        return make_bigearthnet_source(data_config, split_value)
     if data_config.source == "synthetic":
         return SyntheticSource(
             data_config.synthetic_size,

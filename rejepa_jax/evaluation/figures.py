@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
 
@@ -26,6 +27,10 @@ from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
 RELEVANT_COLOUR = (0.10, 0.70, 0.20)
 IRRELEVANT_COLOUR = (0.85, 0.10, 0.10)
 QUERY_COLOUR = (1.0, 1.0, 1.0)
+# Multi-label partial matches: from orange (few labels shared) to yellow (almost all), linearly in the
+# Jaccard fraction; both stay apart from the full-match green and the no-match red.
+PARTIAL_LOW_COLOUR = (1.00, 0.50, 0.00)
+PARTIAL_HIGH_COLOUR = (0.95, 0.90, 0.00)
 
 # Per-band percentile stretch of images that are not already in display range.
 STRETCH_PERCENTILES = (2.0, 98.0)
@@ -65,23 +70,41 @@ def _stretch_band(band: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
 
 
-def to_display(image: np.ndarray) -> np.ndarray:
+def to_display(
+    image: np.ndarray,
+    *,
+    bands: Sequence[int] = (),
+    value_range: Sequence[float] = (),
+) -> np.ndarray:
     """An image [H, W] or [H, W, C] as float32 RGB [H, W, 3] in [0, 1], ready for `imshow`.
 
-    Three-band uint8, or three-band float already inside [0, 1], is taken as display-ready RGB and only
-    rescaled. Anything else is not in display range: multispectral reflectances fill a small part of
-    their numeric range (and S1 backscatter in dB is negative), so a raw display is black or saturated.
-    Those images show their first three bands (one band, or two, show the first band in grey) after a
-    2–98 percentile stretch of each band of this image alone, which clips a few outliers (clouds,
-    saturated or no-data pixels) and fills the display range. The stretch is per band because bands of
-    different sensors have unrelated scales; the colours are therefore for looking, not for comparing
-    radiometry between tiles.
+    `bands` picks the bands shown as (red, green, blue), or one band shown in grey, by index into the
+    image (`eval.display_bands`; e.g. B04, B03, B02 of a Sentinel-2 stack for true colour); () keeps
+    the first three. `value_range` (low, high) in the image's raw units maps every shown band linearly
+    to [0, 1] with the same two numbers, clipped (`eval.display_range`): the bands keep their relative
+    brightness, so colours are true colours and comparable between tiles.
+
+    Without `value_range`: three-band uint8, or three-band float already inside [0, 1], is taken as
+    display-ready RGB and only rescaled. Anything else is not in display range: multispectral
+    reflectances fill a small part of their numeric range (and S1 backscatter in dB is negative), so a
+    raw display is black or saturated. Those images show their first three bands (one band, or two,
+    show the first band in grey) after a 2–98 percentile stretch of each band of this image alone,
+    which clips a few outliers (clouds, saturated or no-data pixels) and fills the display range. That
+    stretch is per band because bands of different sensors have unrelated scales; its colours are
+    therefore for looking, not for comparing radiometry between tiles.
     """
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] == 0 or image.shape[0] == 0 or image.shape[1] == 0:
         raise ValueError(f"Need an image [H, W] or [H, W, C]: got shape {image.shape}.")
+    if len(bands):
+        bands = [int(b) for b in bands]
+        if len(bands) not in (1, 3) or not all(-image.shape[2] <= b < image.shape[2] for b in bands):
+            raise ValueError(f"Display bands {bands} must be 1 or 3 indices into {image.shape[2]} bands.")
+        image = image[:, :, bands]
+    if len(value_range):
+        return _linear_stretch(image[:, :, :3] if image.shape[2] >= 3 else image[:, :, :1], value_range)
     if image.shape[2] == 3:
         if image.dtype == np.uint8:
             return image.astype(np.float32) / 255.0
@@ -95,6 +118,33 @@ def to_display(image: np.ndarray) -> np.ndarray:
     if stretched.shape[2] == 1:
         stretched = np.repeat(stretched, 3, axis=2)
     return stretched
+
+
+def _linear_stretch(bands: np.ndarray, value_range: Sequence[float]) -> np.ndarray:
+    """Bands [H, W, 1 or 3] mapped by (x - low) / (high - low) into [0, 1], clipped; one band in grey."""
+    if len(value_range) != 2 or not float(value_range[1]) > float(value_range[0]):
+        raise ValueError(f"Need a display range (low, high) with high > low: got {tuple(value_range)}.")
+    low, high = float(value_range[0]), float(value_range[1])
+    out = (bands.astype(np.float64) - low) / (high - low)
+    out = np.clip(np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
+    return np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out
+
+
+def relevance_colour(fraction: float) -> tuple[float, float, float]:
+    """Border colour of a result sharing `fraction` (Jaccard |Yq∩Yi|/|Yq∪Yi|) of the labels in play.
+
+    1 is green and 0 red, as for single-label data; a partial match runs linearly from orange (just
+    above 0) to yellow (just below 1), so the share can be read from the colour.
+    """
+    fraction = float(fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"A shared-label fraction lies in [0, 1]: got {fraction}.")
+    if fraction == 1.0:
+        return RELEVANT_COLOUR
+    if fraction == 0.0:
+        return IRRELEVANT_COLOUR
+    low, high = np.asarray(PARTIAL_LOW_COLOUR), np.asarray(PARTIAL_HIGH_COLOUR)
+    return tuple(float(v) for v in low + fraction * (high - low))
 
 
 def _framed(image: np.ndarray, colour: tuple[float, float, float]) -> np.ndarray:
@@ -124,12 +174,18 @@ def gallery(
     result_titles: Sequence[Sequence[str]],
     *,
     max_queries: int = 8,
+    shared: Sequence[Sequence[tuple[int, int]]] | np.ndarray | None = None,
 ) -> Path:
     """A PNG grid, one row per query (the first `max_queries`): the query, then its ranked results.
 
     Each result sits in a thick border, green when relevant and red otherwise, so a glance shows where
     the ranking fails; its title is its label, a tick or cross (for readers who cannot tell red from
     green) and its score. Images are [H, W, C] arrays; see `to_display` for how they are shown.
+
+    Multi-label data passes `shared`: per result (|Yq∩Yi|, |Yq∪Yi|), the labels it shares with the
+    query and the labels either holds. The border then grades partial matches (`relevance_colour` of
+    the Jaccard fraction: green all shared, orange to yellow some, red none), the title says e.g.
+    "~ 2/3 shared", and a legend under the grid explains the colours.
     """
     num_queries = len(query_images)
     if not (len(result_images) == len(relevant) == len(scores) == len(query_titles) == len(result_titles)):
@@ -144,23 +200,68 @@ def gallery(
             raise ValueError(
                 f"Query {q}: result_images, relevant, scores and result_titles differ in length."
             )
+        if shared is not None and len(shared[q]) != len(result_images[q]):
+            raise ValueError(f"Query {q}: shared and result_images differ in length.")
     cols = 1 + max(len(result_images[q]) for q in range(rows))
 
-    fig = Figure(figsize=(1.6 * cols, 1.95 * rows), dpi=_DPI)
+    # Room above each tile for its title: 0.2 inch per line (labels of multi-label data take more).
+    title_lines = max(
+        [2 + str(query_titles[q]).count("\n") for q in range(rows)]
+        + [2 + str(title).count("\n") for q in range(rows) for title in result_titles[q]]
+    )
+    row_inches = 1.55 + 0.2 * title_lines
+    legend_columns = 4 if cols >= 5 else 2  # Narrow grids stack the key in two rows.
+    legend_inches = 0.0 if shared is None else (0.45 if legend_columns == 4 else 0.65)
+    height = row_inches * rows + legend_inches
+    fig = Figure(figsize=(1.6 * cols, height), dpi=_DPI)
     axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(
-        left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / (1.95 * rows), wspace=0.06, hspace=0.4
+        left=0.01,
+        right=0.99,
+        bottom=(0.01 * row_inches * rows + legend_inches) / height,
+        top=1 - 0.2 * title_lines / height,
+        wspace=0.06,
+        hspace=0.2 * title_lines,
     )
     for q in range(rows):
         _show(axes[q, 0], _framed(query_images[q], QUERY_COLOUR), f"query\n{query_titles[q]}")
         for j, image in enumerate(result_images[q]):
-            hit = bool(relevant[q][j])
-            colour = RELEVANT_COLOUR if hit else IRRELEVANT_COLOUR
-            title = f"{result_titles[q][j]}\n{'✓' if hit else '✗'} {float(scores[q][j]):.3f}"
+            if shared is None:
+                hit = bool(relevant[q][j])
+                colour = RELEVANT_COLOUR if hit else IRRELEVANT_COLOUR
+                mark = "✓" if hit else "✗"
+            else:
+                common, union = (int(v) for v in shared[q][j])
+                fraction = common / union if union else 0.0
+                colour = relevance_colour(fraction)
+                mark = f"{'✓' if fraction == 1.0 else '~' if common else '✗'} {common}/{union} shared"
+            title = f"{result_titles[q][j]}\n{mark} {float(scores[q][j]):.3f}"
             _show(axes[q, j + 1], _framed(image, colour), title)
         for j in range(len(result_images[q]) + 1, cols):
             axes[q, j].set_axis_off()
+    if shared is not None:
+        _shared_legend(fig, legend_inches / height, legend_columns)
     return _save(fig, path)
+
+
+def _shared_legend(fig: Figure, height: float, columns: int) -> None:
+    """The border-colour key of a multi-label gallery, in a bottom strip `height` (figure fraction) tall."""
+    handles = [
+        Patch(facecolor=RELEVANT_COLOUR, label="✓ every label shared"),
+        Patch(facecolor=relevance_colour(2 / 3), label="~ some shared (2/3)"),
+        Patch(facecolor=relevance_colour(1 / 3), label="~ some shared (1/3)"),
+        Patch(facecolor=IRRELEVANT_COLOUR, label="✗ none shared"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        bbox_to_anchor=(0.5, 0.0, 0.0, height),
+        ncol=columns,
+        fontsize=7,
+        frameon=False,
+        title="border: shared labels |query ∩ result| / |query ∪ result|",
+        title_fontsize=7,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

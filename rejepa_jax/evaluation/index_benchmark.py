@@ -5,7 +5,10 @@ The report holds, for the model and each baseline, P@K, R@K, mAP@K under all thr
 NDCG@K (and CSMAE F1@K for multi-label data) from exact search; for the ScaNN index the same
 metrics from its own ranking plus recall@K against exact search, batch QPS, single-query p50/p99
 latency and bytes per vector. Pictures: a gallery of queries with their top results (borders mark
-relevant results), a per-class P@K chart and a 2-D projection of the archive descriptors.
+relevant results; for multi-label data graded by the share of labels in common), a per-class P@K
+chart (multi-label: every class, over the queries holding it) and a 2-D projection of the archive
+descriptors. Images are shown as `eval.display_bands` / `eval.display_range` say (true colour for
+multispectral data).
 """
 
 from __future__ import annotations
@@ -217,45 +220,57 @@ def evaluate(
     query_source, archive_source = make_source(config.data, "query"), make_source(config.data, "archive")
     names = archive.class_names or [str(i) for i in range(config.data.num_classes)]
     k_show = min(5, k_max)
-    relevant = _relevance(query_split.labels, archive.labels, ranking[:, :k_show], multi_label)
+    shown_ranking = ranking[:, :k_show]
+    relevant = _relevance(query_split.labels, archive.labels, shown_ranking, multi_label)
     shown = _pick_queries(query_split.labels, gallery_queries, multi_label)
+    shared = None
+    caption = f"Queries (left) and their top {k_show} results; green border: relevant, red: not."
+    if multi_label:
+        common, union = label_overlap(query_split.labels[shown], archive.labels, shown_ranking[shown])
+        shared = np.stack([common, union], axis=-1)
+        caption = (
+            f"Queries (left) and their top {k_show} results. Border and title: labels shared with the "
+            "query over the labels either holds (Jaccard |Yq∩Yi|/|Yq∪Yi|); green all shared, orange "
+            "to yellow some (more is yellower), red none."
+        )
     figure_list = [
         {
-            "caption": f"Queries (left) and their top {k_show} results; green border: relevant, red: not.",
+            "caption": caption,
             "path": figures.gallery(
                 out_dir / "gallery.png",
                 [_display_image(query_source, int(query_split.index[q]), config) for q in shown],
                 [
                     [
                         _display_image(archive_source, int(archive.positions[r]), config)
-                        for r in ranking[q, :k_show]
+                        for r in shown_ranking[q]
                     ]
                     for q in shown
                 ],
                 relevant[shown],
-                np.take_along_axis(query_desc[shown] @ archive_desc.T, ranking[shown, :k_show], axis=1),
+                np.take_along_axis(query_desc[shown] @ archive_desc.T, shown_ranking[shown], axis=1),
                 [_label_text(query_split.labels[q], names) for q in shown],
-                [[_label_text(archive.labels[r], names) for r in ranking[q, :k_show]] for q in shown],
+                [[_label_text(archive.labels[r], names) for r in shown_ranking[q]] for q in shown],
                 max_queries=gallery_queries,
+                shared=shared,
             ).name,
         }
     ]
     k_class = 10 if 10 in ks else ks[0]
-    if not multi_label:
-        values = [
-            float(per_query[f"p@{k_class}"][query_split.labels == c].mean())
-            if np.any(query_split.labels == c)
-            else float("nan")
-            for c in range(len(names))
-        ]
-        figure_list.append(
-            {
-                "caption": f"P@{k_class} per query class (exact search, {name}).",
-                "path": figures.per_class_bar(
-                    out_dir / "per_class.png", names, values, metric_name=f"P@{k_class}"
-                ).name,
-            }
+    values = per_class_mean(per_query[f"p@{k_class}"], query_split.labels, len(names), multi_label)
+    caption = f"P@{k_class} per query class (exact search, {name})."
+    if multi_label:
+        caption = (
+            f"P@{k_class} per class (exact search, {name}; relevant = shares at least one label with the "
+            "query): the mean over the queries that hold the class; n/a: no query holds it."
         )
+    figure_list.append(
+        {
+            "caption": caption,
+            "path": figures.per_class_bar(
+                out_dir / "per_class.png", names, values, metric_name=f"P@{k_class}"
+            ).name,
+        }
+    )
     figure_list.append(
         {
             "caption": "2-D PCA projection of the archive descriptors, coloured by class.",
@@ -323,19 +338,72 @@ def _relevance(query_labels, archive_labels, ranking, multi_label) -> np.ndarray
     return archive_labels[ranking] == query_labels[:, None]
 
 
+def label_overlap(
+    query_labels: np.ndarray, archive_labels: np.ndarray, ranking: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """|Yq∩Yi| and |Yq∪Yi| [Q, K] of every ranked result, from multi-hot labels [Q, C] and [N, C].
+
+    Their ratio (Jaccard) grades partial matches in the gallery: a result sharing one of three labels
+    in play is a different failure from one sharing none.
+    """
+    query = (np.asarray(query_labels) != 0)[:, None, :]
+    result = (np.asarray(archive_labels) != 0)[np.asarray(ranking)]
+    return (query & result).sum(-1), (query | result).sum(-1)
+
+
+def per_class_mean(
+    values: np.ndarray, query_labels: np.ndarray, num_classes: int, multi_label: bool
+) -> np.ndarray:
+    """The mean of a per-query value [Q] over the queries of each class [C]; NaN where no query is.
+
+    A multi-label query counts for every class it holds, so each of the classes is scored on all the
+    queries in which it appears, rare ones included.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    labels = np.asarray(query_labels)
+    if multi_label:
+        holds = labels[:, :num_classes] != 0
+    else:
+        holds = labels[:, None] == np.arange(num_classes)[None, :]
+    counts = holds.sum(axis=0)
+    sums = values @ holds
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def _pick_queries(labels: np.ndarray, count: int, multi_label: bool) -> np.ndarray:
-    """Up to `count` queries, one per class first (spread over the classes), in split order."""
-    keys = labels.argmax(-1) if multi_label else labels
-    firsts = [int(np.flatnonzero(keys == c)[0]) for c in np.unique(keys)]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
+    """Up to `count` queries spread over the classes, then the rest in split order.
+
+    Single-label: the first query of each class, in class order. Multi-label: greedily the query that
+    holds the most classes not yet shown (ties: the earlier one), so a few rows show as many of the
+    classes as they can, rare ones included.
+    """
+    labels = np.asarray(labels)
+    if multi_label:
+        holds = labels != 0
+        covered = np.zeros(holds.shape[1], dtype=bool)
+        firsts: list[int] = []
+        while len(firsts) < count:
+            gain = (holds & ~covered).sum(axis=1)
+            gain[firsts] = -1
+            best = int(np.argmax(gain)) if len(gain) else 0
+            if not len(gain) or gain[best] <= 0:
+                break
+            firsts.append(best)
+            covered |= holds[best]
+    else:
+        firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+    taken = set(firsts)
+    rest = [i for i in range(len(labels)) if i not in taken]
     return np.array((firsts + rest)[:count], dtype=np.int64)
 
 
 def _display_image(source, position: int, config) -> np.ndarray:
-    """The raw image at `position` of a split, resized like the model saw it.
+    """The image at `position` of a split, resized like the model saw it, as display RGB in [0, 1].
 
-    Three-band images are scaled by `eval.histogram_range` (their known pixel range) so colours look
-    as captured; other band counts are left to the figure's per-band stretch.
+    `eval.display_bands` picks the bands shown and `eval.display_range` stretches them linearly
+    (`figures.to_display`); with neither, three-band images are scaled by `eval.histogram_range`
+    (their known 8-bit range) so colours look as captured, and other band counts get the per-band
+    percentile stretch.
     """
     record = source[position]
     image = augment.resize(
@@ -344,15 +412,27 @@ def _display_image(source, position: int, config) -> np.ndarray:
         ),
         config.data.image_size,
     )
-    if image.shape[-1] == 3:
-        low, high = config.eval.histogram_range
-        return np.clip((image - low) / max(high - low, 1e-9), 0.0, 1.0).astype(np.float32)
-    return image
+    bands, value_range = tuple(config.eval.display_bands), tuple(config.eval.display_range)
+    if not bands and not value_range and image.shape[-1] == 3:
+        value_range = tuple(config.eval.histogram_range)
+    return figures.to_display(image, bands=bands, value_range=value_range)
+
+
+# Longest class name a gallery title shows (BigEarthNet's names run to 86 characters).
+_TITLE_NAME_CHARS = 16
 
 
 def _label_text(value: np.ndarray, names: list[str]) -> str:
+    """A tile title: the class name, or for multi-label data the first two names (shortened) and '+n'."""
     value = np.asarray(value)
     if value.ndim == 0:
         index = int(value)
         return names[index] if 0 <= index < len(names) else str(index)
-    return ",".join(names[i] if i < len(names) else str(i) for i in np.flatnonzero(value)[:3])
+    held = np.flatnonzero(value)
+
+    def short(i: int) -> str:
+        name = names[i] if i < len(names) else str(i)
+        return name if len(name) <= _TITLE_NAME_CHARS else name[: _TITLE_NAME_CHARS - 1].rstrip(" ,") + "…"
+
+    text = "\n".join(short(int(i)) for i in held[:2])
+    return text + (f" +{len(held) - 2}" if len(held) > 2 else "")

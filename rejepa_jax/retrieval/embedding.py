@@ -1,10 +1,11 @@
 """Embeds a whole split with a jit-compiled forward sharded over every device and host.
 
 Descriptors are mean-pooled encoder tokens. Each host reads its own slice of the split; every
-per-example value (descriptor, label, position in the split, padding flag, colour histogram) goes
-through the same host-slice -> global-array path, so on many hosts all of them arrive in the same
-global order, and every host receives the whole batch (replicated output). Batches are yielded one
-at a time, so a caller can stream an archive of any size to disk.
+per-example value (descriptor, label, position in the split, padding flag, colour histogram in the
+space `eval.histogram_space` names) goes through the same host-slice -> global-array path, so on many
+hosts all of them arrive in the same global order, and every host receives the whole batch
+(replicated output). Batches are yielded one at a time, so a caller can stream an archive of any size
+to disk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from absl import logging
 
 from rejepa_jax import sharding
 from rejepa_jax.data import pipeline
-from rejepa_jax.evaluation.color_histogram import color_histogram
+from rejepa_jax.evaluation.color_histogram import histogram_descriptor
 
 COLOR_HISTOGRAM = "color_histogram"
 
@@ -88,13 +89,11 @@ class SplitEmbedder:
     def _embed_batches(
         self, batches: grain.DatasetIterator, encoders: dict[str, Any], with_histogram: bool
     ) -> Iterator[EmbeddedBatch]:
-        data = self.config.data
         for batch in batches:
             images = sharding.global_batch({"image": batch["image"]}, self.mesh)["image"]
             descriptors = {name: np.asarray(self._pool(params, images)) for name, params in encoders.items()}
             if with_histogram:
-                raw = batch["image"] * np.asarray(data.std, np.float32) + np.asarray(data.mean, np.float32)
-                hist = color_histogram(raw, value_range=tuple(self.config.eval.histogram_range))
+                hist = histogram_descriptor(np.asarray(batch["image"]), self.config.data, self.config.eval)
                 descriptors[COLOR_HISTOGRAM] = self._all_hosts(hist.astype(np.float32))
             yield EmbeddedBatch(
                 descriptors=descriptors,
