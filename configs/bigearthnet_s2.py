@@ -81,14 +81,11 @@ def get_config(arg: str | None = None):
 
     config.model.variant = arg.model
     config.model.dtype = "bfloat16"
-    config.model.predictor_width = 384
-    config.model.predictor_depth = 6
 
     config.data.source = "bigearthnet"
     config.data.train_split = "train"
     config.data.archive_split = "test"
     config.data.query_split = "validation"
-    config.data.bigearthnet.sensor = "s2"
     config.data.bigearthnet.bands = bands
     config.data.bigearthnet.labels = arg.labels
     if arg.protocol == "csmae":
@@ -107,13 +104,9 @@ def get_config(arg: str | None = None):
     # leave 22.
     config.masks.num_targets = 3
     config.masks.target_scale = (0.1, 0.2)
-
-    config.optimizer.lr = 1e-3
     config.optimizer.warmup_steps = 2_500
-    config.mesh.data = -1
     config.checkpoint.every_steps = 2_000
     config.eval.every_steps = 10_000
-    config.eval.ks = (5, 10, 20, 100)
     config.eval.batch_size = 1024
     config.eval.baselines = ("color_histogram", "random_init")
     # Bands of very different scales: histogram each band's z-score (evaluation/color_histogram.py).

@@ -22,21 +22,14 @@ def get_config(arg: str | None = None):
     arg = config_lib.parse_arg(arg, runlocal=False, model="Ti/8", recipe=recipes.DEFAULT_RECIPE)
     config = config_lib.base_config()
     config.total_steps = 600
-    config.batch_size = 64
     config.log_every_steps = 20
 
     config.model.variant = arg.model
     config.model.predictor_width = 192
-
-    config.data.source = "folder"
     config.data.root = config_lib.SAMPLE_ROOT
     config.data.train_split = "archive.csv"
     config.data.query_split = "query.csv"
     config.data.archive_split = "archive.csv"
-    config.data.image_size = 64
-    config.data.num_threads = 2
-
-    config.masks.num_targets = 4
 
     config.optimizer.warmup_steps = 20
     config.checkpoint.every_steps = 100

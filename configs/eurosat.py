@@ -1,11 +1,11 @@
 r"""REJEPA on full EuroSAT RGB (27,000 Sentinel-2 scenes, 64 px, 10 classes).
 
 From a folder with the split CSVs (archive = train + validation, queries = test; a relative
-`data.split_dir` is read from `data.root`):
+`data.split_dir` is read from `data.root`, an absolute one as is):
 
     python -m rejepa_jax.main --config configs/eurosat.py --workdir runs/eurosat \
-      --config.data.root=../shared/data/eurosat_rgb \
-      --config.data.split_dir=../eurosat_rgb_meta
+      --config.data.root=/data/eurosat_rgb \
+      --config.data.split_dir=/data/eurosat_rgb_meta
 
 From the tfds catalog (`eurosat/rgb`, one `train` split: the last 10 % serve as queries):
 
@@ -34,15 +34,10 @@ def get_config(arg: str | None = None):
     )
     config = config_lib.base_config()
     config.total_steps = TOTAL_STEPS
-    config.batch_size = 64
-    config.log_every_steps = 50
 
     config.model.variant = arg.model
     config.model.predictor_width = 192
-
-    config.data.image_size = 64
     config.data.num_workers = 2
-    config.data.num_classes = 10
     if arg.source == "folder":
         config.data.source = "folder"
         config.data.train_split = "train.csv,validation.csv"

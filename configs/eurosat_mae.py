@@ -1,8 +1,8 @@
 r"""The MAE baseline on EuroSAT RGB: configs/eurosat.py with `recipe=mae`.
 
     python -m rejepa_jax.main --config configs/eurosat_mae.py --workdir runs/eurosat_mae \
-      --config.data.root=../shared/data/eurosat_rgb \
-      --config.data.split_dir=../eurosat_rgb_meta
+      --config.data.root=/data/eurosat_rgb \
+      --config.data.split_dir=/data/eurosat_rgb_meta
 
 The same encoder, data and schedule as configs/eurosat.py, but pixel reconstruction with a light
 decoder instead of latent prediction: 75 % of the patches are hidden at random, the encoder sees

@@ -1,7 +1,7 @@
 r"""REJEPA on EuroSAT-MS: 13-band Sentinel-2 GeoTIFFs (64 px, 10 classes), or a band subset.
 
     python -m rejepa_jax.main --config configs/eurosat_ms.py --workdir runs/eurosat_ms \
-      --config.data.root=../shared/data/eurosat_ms --config.data.split_dir=$PWD/benchmarks/eurosat_ms_splits
+      --config.data.root=/data/eurosat_ms
 
 `data.split_dir` defaults to this repository's benchmarks/eurosat_ms_splits as an absolute path, so it
 may be left out; a relative split_dir is read relative to data.root, not to the working directory.
@@ -12,7 +12,7 @@ namesake: archive = train + validation (archive.csv), queries = test (query.csv)
 ViT-Ti/8 at 64 px and the default recipe, as configs/eurosat.py; only the patch embedding sees the
 band count.
 
-Band order inside the files (checked on the 469 shared files, see BAND_NAMES): B01-B08, B09, B10,
+Band order inside the files (checked on 469 public files, see BAND_NAMES): B01-B08, B09, B10,
 B11, B12, B8A, i.e. B8A is last, not between B08 and B09.
 
 Arguments: `bands=all|rgb|10` (13 bands; B04, B03, B02; the ten 10 m / 20 m bands B02, B03, B04, B05,
@@ -28,7 +28,7 @@ SAMPLE_ROOT = str(Path(config_lib.__file__).resolve().parent / "sample_data" / "
 SPLIT_DIR = str(Path(__file__).resolve().parent.parent / "benchmarks" / "eurosat_ms_splits")
 
 # Band of each of the 13 planes of a EuroSAT-MS GeoTIFF. B8A (865 nm) is stored last: plane 12
-# correlates 0.98-1.00 with B06, B07 and B08 (740-842 nm) over the 469 shared files, plane 9 is the
+# correlates 0.98-1.00 with B06, B07 and B08 (740-842 nm) over 469 public files, plane 9 is the
 # near-zero cirrus band B10 (mean 12) and plane 8 the water-vapour band B09 (mean 742, correlation 0.76).
 BAND_NAMES = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
 BAND_SETS = {
@@ -38,9 +38,9 @@ BAND_SETS = {
 }
 TRUE_COLOUR = ("B04", "B03", "B02")
 
-# Per-band mean and std of the 469 shared files (all splits), in raw units (TOA reflectance x 10,000):
+# Per-band mean and std of 469 public files (all splits), in raw units (TOA reflectance x 10,000):
 #   python -m rejepa_jax.stats --config configs/eurosat_ms.py \
-#     --config.data.root=../shared/data/eurosat_ms --config.data.train_split=
+#     --config.data.root=/data/eurosat_ms --config.data.train_split=
 # (the archive split alone differs by < 1 %).
 MEAN = (
     1351.433, 1117.770, 1047.753, 950.253, 1206.936, 2014.261, 2387.061,
@@ -75,20 +75,15 @@ def get_config(arg: str | None = None):
 
     config = config_lib.base_config()
     config.total_steps = TOTAL_STEPS
-    config.batch_size = 64
     config.log_every_steps = 20
 
     config.model.variant = arg.model
     config.model.predictor_width = 192
-
-    config.data.source = "folder"
     config.data.split_dir = SPLIT_DIR
     config.data.train_split = "archive.csv"
     config.data.archive_split = "archive.csv"
     config.data.query_split = "query.csv"
-    config.data.image_size = 64
     config.data.num_workers = 2
-    config.data.num_classes = 10
     config.data.bands = bands
     config.data.channels = len(bands)
     config.data.mean = tuple(MEAN[b] for b in bands)
@@ -100,8 +95,6 @@ def get_config(arg: str | None = None):
     config.eval.ks = (5, 10, 20, 50)
     config.eval.baselines = ("color_histogram", "random_init")
     config.eval.histogram_space = "standardised"
-    config.eval.histogram_bins = 8
-    config.eval.histogram_zrange = (-3.0, 3.0)
     config.eval.display_bands = tuple(names.index(name) for name in TRUE_COLOUR)
     config.eval.display_range = DISPLAY_RANGE
     recipes.apply_recipe(config, arg.recipe)

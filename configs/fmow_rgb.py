@@ -29,7 +29,6 @@ def get_config(arg: str | None = None):
     config.model.variant = arg.model
     config.model.dtype = "bfloat16"
     config.model.remat = True
-    config.model.predictor_width = 384
     config.model.predictor_depth = 12
 
     config.data.source = "tfds"
@@ -44,11 +43,7 @@ def get_config(arg: str | None = None):
     config.data.std = (58.4, 57.1, 57.4)
     config.data.num_workers = 16
     config.data.num_threads = 16
-
-    config.optimizer.lr = 1e-3
     config.optimizer.warmup_steps = 10_000
-    config.mesh.data = -1
-    config.mesh.fsdp = 1
     config.checkpoint.every_steps = 2_500
     config.eval.every_steps = 10_000
     config.eval.batch_size = 1024

@@ -11,6 +11,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import types
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,12 @@ def base_config() -> ml_collections.ConfigDict:
     # between its own 2nd and 98th percentiles (8-bit RGB: scaled by histogram_range as captured).
     config.eval.display_bands = ()
     config.eval.display_range = ()
+
+    # A jax.profiler trace of training steps (first, last), both included, numbered as in
+    # metrics.jsonl; (n,) traces step n alone; () traces nothing. Written by process 0 to
+    # <workdir>/tensorboard/plugins/profile/ (rejepa_jax/profiling.py).
+    config.profile = ml_collections.ConfigDict()
+    config.profile.steps = ()
     return config
 
 
@@ -321,16 +328,21 @@ def from_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
     return config
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """The config of `path/to/config.py[:args]`, as `--config` would load it (calls `get_config(args)`)."""
-    path_text, _, arg = spec.partition(":")
-    path = Path(path_text)
+def load_config_module(path: str | Path) -> types.ModuleType:
+    """The config file at `path` as a module (its `get_config` and constants), without registering it."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No config file {path_text!r}.")
+        raise FileNotFoundError(f"No config file {str(path)!r}.")
     module_spec = importlib.util.spec_from_file_location(f"config_file_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+    return module
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """The config of `path/to/config.py[:args]`, as `--config` would load it (calls `get_config(args)`)."""
+    path_text, _, arg = spec.partition(":")
+    return load_config_module(path_text).get_config(arg or None)
 
 
 def load_json(path: str | Path) -> ml_collections.ConfigDict:

@@ -13,7 +13,7 @@ invariance, the mean squared difference between an image's views, averaged over 
 (global view g, any other view). With one view and no expander this is exactly the original REJEPA
 loss (s = 0). Under `jax.jit` over a mesh the batch statistics are those of the global batch (XLA
 inserts the cross-device reductions). With `vicreg_on_predictor`, the pooled predictor outputs of
-each global view are extra views for v and c only (METHOD §1.5).
+each global view are extra views for v and c only.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
 2. Abstract state (jax.eval_shape) -> shardings -> state initialised already sharded, or restored
    from the newest good checkpoint in the workdir (train state and data-iterator state together).
 3. The jitted step: explicit in/out shardings, state donated, traced once.
-4. Loop: the host syncs only at log, checkpoint and eval steps; a non-finite loss stops the run
-   before anything is saved, so the last checkpoint on disk is a good one.
+4. Loop: the host syncs only at log, checkpoint and eval steps (and once after the last step of a
+   `profile.steps` trace); a non-finite loss stops the run before anything is saved, so the last
+   checkpoint on disk is a good one.
 5. Retrieval evaluation every `eval.every_steps` and at the end, with the configured baselines.
 """
 
@@ -26,12 +27,12 @@ import ml_collections
 import optax
 from absl import logging
 
-from rejepa_jax import checkpoint, config_lib, optim, sharding
+from rejepa_jax import checkpoint, config_lib, optim, profiling, sharding
 from rejepa_jax import state as state_lib
 from rejepa_jax.data import pipeline
 from rejepa_jax.evaluation.retrieval_eval import RetrievalEvaluator, format_table
 from rejepa_jax.masking import MaskSampler, make_mask_sampler
-from rejepa_jax.metric_writer import MetricWriter
+from rejepa_jax.metric_writer import TENSORBOARD_DIR, MetricWriter
 from rejepa_jax.models import factory
 from rejepa_jax.preemption import PreemptionWatcher
 from rejepa_jax.progress import Throughput, TrainProgress
@@ -229,6 +230,9 @@ def _train_and_evaluate(
             f"batch_size={config.batch_size} must be a multiple of the {shards} batch shards of mesh "
             f"{dict(mesh.shape)} (data x fsdp)."
         )
+    profiler = profiling.StepProfiler(
+        config.profile.steps, total_steps, workdir / TENSORBOARD_DIR, enabled=is_main
+    )
 
     def make_train_iter() -> Any:
         return pipeline.make_train_iterator(
@@ -277,13 +281,15 @@ def _train_and_evaluate(
 
         # ---- Loop ----
         for step in range(start_step + 1, total_steps + 1):
-            wait_start = time.perf_counter()
-            host_batch = next(train_iter)
-            input_wait += time.perf_counter() - wait_start
-            skipped_records += int(host_batch.pop("skipped").sum())
-            device_batch = sharding.global_batch(host_batch, mesh)
-            with jax.transfer_guard("disallow"):  # No implicit host<->device copies in the step.
-                state, metrics = step_fn(state, device_batch)
+            with profiler.step(step):  # Starts the trace at the first profiled step.
+                wait_start = time.perf_counter()
+                host_batch = next(train_iter)
+                input_wait += time.perf_counter() - wait_start
+                skipped_records += int(host_batch.pop("skipped").sum())
+                device_batch = sharding.global_batch(host_batch, mesh)
+                with jax.transfer_guard("disallow"):  # No implicit host<->device copies in the step.
+                    state, metrics = step_fn(state, device_batch)
+            profiler.step_done(step, (state, metrics))  # Syncs only to stop the trace.
 
             is_last = step == total_steps
             preempted = preemption.should_stop(step) and not is_last
@@ -325,6 +331,7 @@ def _train_and_evaluate(
         progress.close()
         results = _evaluate(config, evaluator, state, encoder, writer, max(start_step, total_steps))
     finally:
+        profiler.close()
         if progress is not None:
             progress.close()
         checkpointer.close()

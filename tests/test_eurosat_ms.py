@@ -4,7 +4,6 @@ per-band standardised colour floor and the split CSVs."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,8 @@ import pytest
 import tifffile
 from test_training_run import load_config
 
+from benchmarks import eurosat_ms_splits
+from rejepa_jax import config_lib
 from rejepa_jax.data.decode import DecodeOptions, decode_record
 from rejepa_jax.data.sources import make_source
 from rejepa_jax.evaluation import figures, index_benchmark
@@ -23,14 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 SPLITS = REPO / "benchmarks" / "eurosat_ms_splits"
 
 
-def _module(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CONFIG = _module(REPO / "configs" / "eurosat_ms.py")
+CONFIG = config_lib.load_config_module(REPO / "configs" / "eurosat_ms.py")
 
 
 def _sample_files() -> list[str]:
@@ -194,7 +188,7 @@ def test_split_csvs_follow_the_rgb_protocol_and_cover_the_469_files_once():
 
 
 def test_split_script_excludes_and_reports_files_without_an_rgb_namesake():
-    script = _module(REPO / "benchmarks" / "eurosat_ms_splits.py")
+    script = eurosat_ms_splits
     by_stem = {
         "Forest/Forest_2": ("test", 1),
         "Forest/Forest_10": ("train", 1),

@@ -1,4 +1,4 @@
-"""Representation-collapse monitors for pooled embeddings (METHOD §2.6, "Practical monitors").
+"""Representation-collapse monitors for pooled embeddings.
 
 The JEPA pretext loss can fall towards 0 exactly when the representation collapses, because constant
 targets are easy to predict; these two numbers see the collapse directly:

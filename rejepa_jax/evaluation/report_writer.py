@@ -53,7 +53,7 @@ import numpy as np
 
 from rejepa_jax.evaluation.retrieval_metrics import NORMALISATIONS
 
-# What each mAP@K normalisation divides S_K = Σ_{k≤K} P@k·rel_k by (METHOD §4.2), for the table header
+# What each mAP@K normalisation divides S_K = Σ_{k≤K} P@k·rel_k by, for the table header
 # and the one-line explanations under it.
 _MAP_HEADERS = {
     "retrieved": "mAP@K ÷R_K (retrieved)",

@@ -1,4 +1,4 @@
-"""Exact cosine search and the content-based image retrieval metrics of METHOD §4, in plain numpy.
+"""Exact cosine search and the content-based image retrieval metrics, in plain numpy.
 
 Everything here is pure and runs on the host: descriptors go in, numbers come out. The formulas:
 
@@ -8,7 +8,7 @@ Everything here is pure and runs on the host: descriptors go in, numbers come ou
 - R = number of relevant archive items for the query (the query itself excluded under leave-one-out);
   R_K = Σ_{i≤K} rel_i.
 - P@K = R_K / K and R@K = R_K / R.
-- mAP@K: S_K = Σ_{k≤K} P@k·rel_k, divided by one of (METHOD §4.2)
+- mAP@K: S_K = Σ_{k≤K} P@k·rel_k, divided by one of
   `"retrieved"` (a) R_K, `"min_k_r"` (b) min(K, R), `"total"` (c) R.
 - NDCG@K = DCG@K / IDCG@K with DCG@K = Σ_{i≤K} (2^{r_i} − 1) / log₂(1 + i); IDCG@K is the DCG of the
   ideal ordering of the whole archive (query excluded under leave-one-out).
