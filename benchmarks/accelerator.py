@@ -35,9 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import step_timing
+from benchmarks.synthetic_vectors import clustered_unit_vectors
 from rejepa_jax import config_lib, sharding, trainer
 from rejepa_jax import state as state_lib
-from rejepa_jax.retrieval import scann_index
+from rejepa_jax.retrieval import index_autotune, index_speed, scann_index
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -143,19 +144,17 @@ def export_rate(config, archive: int) -> dict[str, float]:
 
 
 def search_rates(dim: int, rows: int, queries: int) -> dict[str, float]:
-    db = scann_index.clustered_unit_vectors(rows, dim, num_clusters=max(10, rows // 1000), seed=0, noise=1.0)
-    q = scann_index.clustered_unit_vectors(
-        queries, dim, num_clusters=max(10, rows // 1000), seed=0, noise=1.0
-    )
+    db = clustered_unit_vectors(rows, dim, num_clusters=max(10, rows // 1000), seed=0, noise=1.0)
+    q = clustered_unit_vectors(queries, dim, num_clusters=max(10, rows // 1000), seed=0, noise=1.0)
     exact = jax.jit(lambda a, b: jax.lax.top_k(a @ b.T, 10))
     device_db = jnp.asarray(db)
     exact(jnp.asarray(q), device_db)[0].block_until_ready()
     start = time.perf_counter()
     exact(jnp.asarray(q), device_db)[0].block_until_ready()
     exact_qps = queries / (time.perf_counter() - start)
-    settings, recall, _ = scann_index.autotune(db, target_recall=0.95, brute_force_below=min(20_000, rows))
+    settings, recall, _ = index_autotune.autotune(db, target_recall=0.95, brute_force_below=min(20_000, rows))
     searcher = scann_index.build_searcher(db, settings)
-    speed = scann_index.benchmark(searcher, q, 10, settings)
+    speed = index_speed.measure_speed(searcher, q, 10, settings)
     return {
         "exact_device_qps": exact_qps,
         "scann_qps": speed["batch_qps"],

@@ -31,7 +31,8 @@ from rejepa_jax.data.decode import DecodeOptions, decode_record
 from rejepa_jax.data.sources import make_source
 from rejepa_jax.evaluation import figures, report_writer, retrieval_metrics
 from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
-from rejepa_jax.retrieval import scann_index
+from rejepa_jax.retrieval import index_speed, scann_index
+from rejepa_jax.retrieval.ann_recall import recall_vs_exact_at_k
 from rejepa_jax.retrieval.embedding import COLOR_HISTOGRAM, SplitEmbedder
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 from rejepa_jax.retrieval.index_searcher import IndexSearcher
@@ -192,17 +193,17 @@ def evaluate(
         descriptors[f"{name} (index)"] = retrieval_metrics.ranking_report(
             approx_indices, query_split.labels, archive.labels, ks, multi_label=multi_label
         )
-        speed = scann_index.benchmark(
+        speed = index_speed.measure_speed(
             index.searcher, query_desc, k_max, index.settings, index_dir=index.directory / SCANN_DIR
         )
         index_section = {
             "k": k_max,
             "bytes_per_vector": speed["bytes_per_vector"],
-            **{f"recall@{k}": scann_index.recall_at_k(approx_indices, exact_indices, k) for k in ks},
+            **{f"recall@{k}": recall_vs_exact_at_k(approx_indices, exact_indices, k) for k in ks},
             "runs": [
                 {
                     "settings": index.manifest.scann,
-                    "recall_vs_exact": scann_index.recall_at_k(approx_indices, exact_indices, k_max),
+                    "recall_vs_exact": recall_vs_exact_at_k(approx_indices, exact_indices, k_max),
                     "batch_qps": speed["batch_qps"],
                     "latency_ms_p50": speed["latency_p50_ms"],
                     "latency_ms_p99": speed["latency_p99_ms"],

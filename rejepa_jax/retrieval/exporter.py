@@ -28,7 +28,7 @@ from rejepa_jax import config_lib, trainer
 from rejepa_jax import state as state_lib
 from rejepa_jax.data.sources import make_source
 from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
-from rejepa_jax.retrieval import encoder_bundle, manifest, scann_index
+from rejepa_jax.retrieval import encoder_bundle, index_autotune, manifest, scann_index
 from rejepa_jax.retrieval.descriptor_store import DescriptorWriter, read_descriptors
 from rejepa_jax.retrieval.embedding import SplitEmbedder
 from rejepa_jax.retrieval.manifest import DESCRIPTORS, ENCODER, IDS, LABELS, PCA, POSITIONS, SCANN_DIR
@@ -183,7 +183,7 @@ def _embed_and_index(config, run, encoder_params, source, staging, options) -> d
 
     descriptors = np.asarray(read_descriptors(staging / DESCRIPTORS))
     tune_start = time.perf_counter()
-    settings, recall, _ = scann_index.autotune(
+    settings, recall, _ = index_autotune.autotune(
         descriptors,
         target_recall=options.target_recall,
         k=options.recall_k,

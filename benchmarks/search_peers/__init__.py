@@ -1,0 +1,1 @@
+"""The search benchmark's methods, one runner per module; faiss is imported only inside its runners."""
