@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks import step_timing
 from benchmarks.synthetic_vectors import clustered_unit_vectors
-from rejepa_jax import config_lib, sharding, trainer
+from rejepa_jax import config_lib, run_setup, sharding, trainer
 from rejepa_jax import state as state_lib
 from rejepa_jax.retrieval import index_autotune, index_speed, scann_index
 
@@ -89,7 +89,7 @@ def bf16_numerics(config, steps: int) -> dict[str, float | list[float]]:
     for dtype in ("float32", "bfloat16"):
         config = config_lib.from_dict(config.to_dict())
         config.model.dtype = dtype
-        run = trainer.build_run(config)
+        run = run_setup.build_run(config)
         rng = np.random.default_rng(0)
         host_batches = [step_timing.random_host_batch(run, rng) for _ in range(steps)]
         # The float32 reference multiplies in full float32 (GPUs otherwise default to TF32 products).

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rejepa_jax.evaluation.color_histogram import color_histogram
-from rejepa_jax.evaluation.retrieval_metrics import NORMALISATIONS, exact_search, retrieval_report
+from rejepa_jax.evaluation.retrieval_metrics import NORMALISATIONS, retrieval_report
+from rejepa_jax.retrieval.color_histogram import color_histogram
+from rejepa_jax.retrieval.exact_search import exact_search
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 KS = (5, 10, 20, 100)

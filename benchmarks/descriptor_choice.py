@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib, encoder_restore, run_setup
+from rejepa_jax import state as state_lib
 from rejepa_jax.data import pipeline
 from rejepa_jax.evaluation import collapse, retrieval_metrics
 from rejepa_jax.models.vit import LAYER_NORM_EPS, EncoderBlock
@@ -74,9 +75,10 @@ def main() -> None:
     config.unlock()
     config.mesh.data = 1
     config.lock()
-    encoder = trainer.build_run(config).encoder
-    _, params = trainer.restore_params(config, args.workdir)
-    params = {"target": params["target"], "context": params["encoder"]}
+    run = run_setup.build_run(config)
+    _, state = encoder_restore.restore_state(config, args.workdir, run=run)  # Read once for both encoders.
+    encoder = run.encoder
+    params = {name: state_lib.encoder_params(state, name) for name in args.encoders}
     results = {}
     for name in args.encoders:
         query, query_labels = embed_layers(config, encoder, params[name], "query", max(args.layers))

@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rejepa_jax import config_lib, sharding, trainer
+from rejepa_jax import config_lib, sharding
+from rejepa_jax.encoder_restore import restore_encoder
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,8 +49,8 @@ def peak_rss_kb(stdout: str) -> int:
 def forward_only(workdir: Path, repeats: int = 10) -> dict[str, float]:
     """Images/s of the pooled encoder forward alone, at the export's batch size and sharding."""
     config = config_for_present_devices(config_lib.load_json(workdir / "config.json"))
-    _, params = trainer.restore_params(config, workdir)
-    run = trainer.build_run(config)
+    restored = restore_encoder(config, workdir, "target")
+    params, run = restored.params, restored.run
     batch = config.eval.batch_size
     shape = (batch, config.data.image_size, config.data.image_size, config.data.channels)
     with jax.set_mesh(run.mesh):
@@ -60,10 +61,10 @@ def forward_only(workdir: Path, repeats: int = 10) -> dict[str, float]:
             lambda p, x: run.encoder.apply({"params": p}, x).astype(jnp.float32).mean(axis=1),
             out_shardings=sharding.replicated(run.mesh),
         )
-        np.asarray(pool(params["target"], images))
+        np.asarray(pool(params, images))
         start = time.perf_counter()
         for _ in range(repeats):
-            np.asarray(pool(params["target"], images))  # Includes the copy to the host, as export does.
+            np.asarray(pool(params, images))  # Includes the copy to the host, as export does.
         seconds = (time.perf_counter() - start) / repeats
     return {"batch": batch, "images_per_second": batch / seconds}
 

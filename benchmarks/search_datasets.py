@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.synthetic_vectors import clustered_unit_vectors
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
 from rejepa_jax.retrieval import manifest
 from rejepa_jax.retrieval.descriptor_store import read_descriptors
+from rejepa_jax.retrieval.exact_search import l2_normalise
 
 
 @dataclasses.dataclass

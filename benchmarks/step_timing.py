@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rejepa_jax import sharding, trainer
+from rejepa_jax import run_setup, sharding, trainer
 
 
 def matmul_peak_flops(dtype: jnp.dtype, size: int, repeats: int = 5) -> float:
@@ -30,7 +30,7 @@ def matmul_peak_flops(dtype: jnp.dtype, size: int, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-def random_host_batch(run: trainer.RunSetup, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def random_host_batch(run: run_setup.RunSetup, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A batch of the step's shapes: normal images and masks from the run's own sampler.
 
     Multi-view batches get masks drawn per view, as the data pipeline draws them.
@@ -52,7 +52,7 @@ def random_host_batch(run: trainer.RunSetup, rng: np.random.Generator) -> dict[s
 
 def time_train_step(config, steps: int) -> dict[str, float]:
     """Images/s and XLA FLOPs of the real train step on two alternating device-resident batches."""
-    run = trainer.build_run(config)
+    run = run_setup.build_run(config)
     rng = np.random.default_rng(0)
     host_batches = [random_host_batch(run, rng) for _ in range(2)]
     with jax.set_mesh(run.mesh):

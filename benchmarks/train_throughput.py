@@ -33,7 +33,7 @@ jax.config.update("jax_num_cpu_devices", 8)
 import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import step_timing  # noqa: E402
-from rejepa_jax import config_lib, trainer  # noqa: E402
+from rejepa_jax import config_lib, run_setup  # noqa: E402
 from rejepa_jax.data import pipeline  # noqa: E402
 
 MODELS = {
@@ -61,7 +61,7 @@ def model_config(name: str, *, devices: int, dtype: str) -> config_lib.ml_collec
 
 def pipeline_throughput(config, batches: int) -> float:
     """Images/s of the grain train pipeline alone (real JPEGs of the embedded sample)."""
-    run = trainer.build_run(config)
+    run = run_setup.build_run(config)
     iterator = pipeline.make_train_iterator(config, run.sampler)
     next(iterator)  # Start-up (threads, first reads) is not throughput.
     start = time.perf_counter()

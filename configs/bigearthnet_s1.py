@@ -75,7 +75,7 @@ def get_config(arg: str | None = None):
     config.eval.every_steps = 10_000
     config.eval.batch_size = 1024
     config.eval.baselines = ("color_histogram", "random_init")
-    # dB values far from 0..255: histogram each band's z-score (rejepa_jax/evaluation/color_histogram.py).
+    # dB values far from 0..255: histogram each band's z-score (rejepa_jax/retrieval/color_histogram.py).
     config.eval.histogram_space = "standardised"
     # Pictures show VV backscatter in grey, linearly from -25 dB (black) to 0 dB (white), clipped.
     config.eval.display_bands = (0,)

@@ -109,7 +109,7 @@ def get_config(arg: str | None = None):
     config.eval.every_steps = 10_000
     config.eval.batch_size = 1024
     config.eval.baselines = ("color_histogram", "random_init")
-    # Bands of very different scales: histogram each band's z-score (evaluation/color_histogram.py).
+    # Bands of very different scales: histogram each band's z-score (retrieval/color_histogram.py).
     config.eval.histogram_space = "standardised"
     # Pictures in true colour (B04, B03, B02), one linear stretch of 0-0.2 surface reflectance shared
     # by the three bands and clipped: the usual range of Sentinel-2 L2A true-colour renderings.

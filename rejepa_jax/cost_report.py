@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from rejepa_jax import trainer
+from rejepa_jax import run_setup, trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _bytes_per_device(abstract: Any) -> int:
 
 def compile_cost(config: ml_collections.ConfigDict) -> CostReport:
     """Compiles the train step exactly as training would and collects its cost."""
-    run = trainer.build_run(config)
+    run = run_setup.build_run(config)
     step = trainer.jit_train_step(config, run)
     with jax.set_mesh(run.mesh):
         compiled = step.lower(run.abstract_state, run.batch).compile()

@@ -6,7 +6,7 @@
 
 `--queries` names a split of the index's data: `query` (the run's query split), or any split the
 data source accepts (a CSV list for folders, a tfds split string). Writes `report.json`,
-`report.md` and the pictures (see `rejepa_jax.evaluation.index_benchmark`) to `--out`, by default
+`report.md` and the pictures (see `rejepa_jax.evaluation.retrieval_report`) to `--out`, by default
 `INDEX_DIR.eval_<queries>` beside the index (never inside it) or `RUN/eval_<queries>`.
 """
 
@@ -18,7 +18,7 @@ from absl import app, flags
 
 from rejepa_jax import cli
 from rejepa_jax.evaluation import report_writer
-from rejepa_jax.evaluation.index_benchmark import (
+from rejepa_jax.evaluation.retrieval_report import (
     BASELINES,
     REPORT_TITLE,
     archive_from_index,

@@ -101,7 +101,10 @@ def init_encoder_params(rng: jax.Array, *, encoder: nn.Module, image_shape: tupl
 
 
 def encoder_params(state: TrainState, which: str) -> Any:
-    """The params of the 'target' (EMA) or 'context' (online) encoder."""
+    """The params of the 'target' (EMA) or 'context' (online) encoder; the one way to pick either.
+
+    The context encoder is stored under params["encoder"] (the name the optimizer and sharding see).
+    """
     if which == "target":
         return state.target_params
     if which == "context":
@@ -115,15 +118,3 @@ def descriptor_encoder(config: ml_collections.ConfigDict, requested: str | None 
     Recipes list their validated descriptor first, so export and evaluation default to it.
     """
     return requested or config.eval.encoders[0]
-
-
-def select_encoder(params: dict[str, Any], which: str) -> Any:
-    """The 'target' or 'context' encoder's params from a restored {encoder, predictor, target} dict.
-
-    The context encoder is stored under "encoder" (the name the optimizer and sharding rules see).
-    """
-    if which == "target":
-        return params["target"]
-    if which == "context":
-        return params["encoder"]
-    raise ValueError(f"Unknown encoder {which!r}; expected 'target' or 'context'.")

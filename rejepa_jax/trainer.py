@@ -12,30 +12,25 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import flax.linen as nn
 import jax
 import ml_collections
-import optax
 from absl import logging
 
-from rejepa_jax import checkpoint, config_lib, optim, profiling, sharding
+from rejepa_jax import checkpoint, optim, profiling, sharding
 from rejepa_jax import state as state_lib
 from rejepa_jax.data import pipeline
 from rejepa_jax.evaluation.retrieval_eval import RetrievalEvaluator, format_table
-from rejepa_jax.masking import MaskSampler, make_mask_sampler
 from rejepa_jax.metric_writer import TENSORBOARD_DIR, MetricWriter
-from rejepa_jax.models import factory
 from rejepa_jax.preemption import PreemptionWatcher
 from rejepa_jax.progress import Throughput, TrainProgress
+from rejepa_jax.run_setup import RunSetup, build_run
 from rejepa_jax.train_step import make_train_step
 
 RESULTS_FILE = "retrieval.json"
@@ -66,66 +61,6 @@ def _trace_once(step_fn: Any) -> Any:
     return step
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSetup:
-    """Everything derived from the config before any array exists: modules, shapes, shardings."""
-
-    mesh: jax.sharding.Mesh
-    encoder: nn.Module
-    predictor: nn.Module
-    expander: nn.Module | None
-    sampler: MaskSampler
-    optimizer: optax.GradientTransformation
-    batch: dict[str, jax.ShapeDtypeStruct]
-    init_fn: Callable[[jax.Array], state_lib.TrainState]
-    abstract_state: Any  # ShapeDtypeStructs carrying the target shardings.
-    state_sharding: Any
-    fingerprint: dict[str, Any]
-
-
-def build_run(config: ml_collections.ConfigDict) -> RunSetup:
-    """Mesh, models, masks and optimizer; then the state's shapes (jax.eval_shape) and shardings."""
-    config_lib.validate(config)
-    mesh = sharding.make_mesh(config.mesh)
-    encoder, predictor = factory.build_encoder(config), factory.build_predictor(config)
-    expander = factory.build_expander(config)
-    sampler = make_mask_sampler(config.masks, factory.patch_grid(config))
-    optimizer = optim.make_optimizer(config.optimizer, config.total_steps)
-    batch = state_lib.batch_shapes(
-        config.batch_size,
-        config.data.image_size,
-        config.data.channels,
-        sampler.shapes,
-        **pipeline.view_counts(config),
-    )
-    init_fn = functools.partial(
-        state_lib.init_train_state,
-        encoder=encoder,
-        predictor=predictor,
-        optimizer=optimizer,
-        batch=batch,
-        expander=expander,
-    )
-    shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
-    state_sharding = sharding.state_shardings(shapes, mesh, config.sharding)
-    abstract_state = jax.tree.map(
-        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), shapes, state_sharding
-    )
-    return RunSetup(
-        mesh=mesh,
-        encoder=encoder,
-        predictor=predictor,
-        expander=expander,
-        sampler=sampler,
-        optimizer=optimizer,
-        batch=batch,
-        init_fn=init_fn,
-        abstract_state=abstract_state,
-        state_sharding=state_sharding,
-        fingerprint=checkpoint.compatibility_fingerprint(config, shapes),
-    )
-
-
 def make_checkpointer(
     config: ml_collections.ConfigDict, workdir: str | Path, *, read_only: bool = False
 ) -> checkpoint.Checkpointer:
@@ -138,32 +73,6 @@ def make_checkpointer(
         keep=config.checkpoint.keep,
         async_save=config.checkpoint.async_save,
     )
-
-
-def restore_params(
-    config: ml_collections.ConfigDict, workdir: str | Path, *, step: int | None = None
-) -> tuple[int, dict[str, Any]]:
-    """(step, params {encoder, predictor, target}) of a checkpoint (newest good one by default).
-
-    The arrays land in the shardings `config.mesh` gives on the devices present. The checkpoint
-    folder is opened read-only: nothing in it is created, renamed or deleted (a training run may be
-    writing to it), and a damaged step is reported and skipped (with `step`: an error), not set aside.
-    """
-    run = build_run(config)
-    checkpointer = make_checkpointer(config, workdir, read_only=True)
-    try:
-        restored = checkpointer.restore_latest(run.abstract_state, None, run.fingerprint, step=step)
-    finally:
-        checkpointer.close()
-    if restored is None:
-        raise FileNotFoundError(f"No checkpoint in {checkpointer.directory}.")
-    restored_step, state = restored
-    return restored_step, {**state.params, "target": state.target_params}
-
-
-def restore_final_params(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """The newest good checkpoint's params {encoder, predictor, target}."""
-    return restore_params(config, workdir)[1]
 
 
 def jit_train_step(config: ml_collections.ConfigDict, run: RunSetup, *, wrap=lambda fn: fn) -> Any:

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A 2-step tiny demo run (checkpoint, config.json) shared by the export and evaluation tests."""
-    from test_training_run import tiny_demo
+    from helpers import tiny_demo
 
     from rejepa_jax import trainer
 

@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+import pytest
+from helpers import REPO
+
+pytestmark = pytest.mark.slow  # Python subprocesses, one of them a benchmark.
 
 
 def test_accelerator_benchmark_runs_end_to_end_on_cpu(tmp_path):

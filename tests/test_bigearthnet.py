@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 import tifffile
+from helpers import CONFIGS
 from PIL import Image
 
 from rejepa_jax import config_lib
@@ -31,7 +32,6 @@ from rejepa_jax.stats import compute_statistics
 
 S2_ROOT = SAMPLE_DIR / "BigEarthNet-S2-Example"
 S1_ROOT = SAMPLE_DIR / "BigEarthNet-S1-Example"
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SNOWY = "S2B_MSIL2A_20180204T94161_57_38"
 S2_NAMES = (  # Sorted; the sample's patches without seasonal snow.
     "S2A_MSIL2A_20170613T101031_87_48",
@@ -429,6 +429,7 @@ def test_prepare_refuses_bad_patches_atomically_or_skips_and_lists_them(tmp_path
         assert sum(file_name in message for message in result.skipped["train"]) == 1
 
 
+@pytest.mark.slow
 def test_prepare_command_line_writes_s1_with_43_labels(tmp_path):
     command = [sys.executable, "-m", "rejepa_jax.prepare", "--out", str(tmp_path), "--name", "ben_s1"]
     env = {**os.environ, "PYTHONPATH": str(CONFIGS.parent)}

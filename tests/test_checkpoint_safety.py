@@ -19,11 +19,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers import REPO
 
-from rejepa_jax import checkpoint, config_lib, trainer
+from rejepa_jax import checkpoint, config_lib, encoder_restore, trainer
 
-REPO = Path(__file__).resolve().parent.parent
-# configs/demo.py:runlocal shrunk like test_training_run.tiny_demo, as flags and as a config.
+# configs/demo.py:runlocal shrunk like helpers.tiny_demo, as flags and as a config.
 OVERRIDES = {
     "total_steps": 4,
     "log_every_steps": 1,
@@ -170,6 +170,7 @@ def test_only_errors_about_the_files_contents_count_as_damage(error, damaged):
     assert bool(checkpoint.damage_evidence(error)) == bool(damaged)
 
 
+@pytest.mark.slow
 def test_errors_that_prove_no_damage_stop_with_their_cause_and_change_nothing(workdir, monkeypatch):
     before = _snapshot(workdir)
     # A data-pipeline setting changed since the save: the grain iterator state no longer fits.
@@ -200,6 +201,7 @@ def _unreadable_for_this_process() -> tuple[str, ...] | None:
     return None
 
 
+@pytest.mark.slow
 def test_permission_denied_stops_the_command_and_renames_nothing(workdir):
     prefix = _unreadable_for_this_process()
     if prefix is None:
@@ -217,6 +219,7 @@ def test_permission_denied_stops_the_command_and_renames_nothing(workdir):
     assert "Permission denied" in done.stderr
 
 
+@pytest.mark.slow
 def test_no_start_from_step_zero_over_set_aside_steps_unless_asked(workdir):
     checkpoints = workdir / "checkpoints"
     damaged = {step: _damage(checkpoints / step) for step in ("2", "4")}
@@ -247,6 +250,7 @@ def test_no_start_from_step_zero_over_set_aside_steps_unless_asked(workdir):
     assert [r["step"] for r in rows if "train/loss" in r][-4:] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_readers_restore_read_only_and_change_nothing(workdir, caplog):
     checkpoints = workdir / "checkpoints"
     # What a live run's folder can hold: an asynchronous save still being written.
@@ -260,14 +264,14 @@ def test_readers_restore_read_only_and_change_nothing(workdir, caplog):
             path.chmod(path.stat().st_mode & ~0o222)
     before = _snapshot(workdir)
     try:
-        step, params = trainer.restore_params(config, workdir)
+        step, params = encoder_restore.restore_params(config, workdir)
         assert step == 2  # The damaged newest step is skipped, reported, and left in place.
         assert "Checkpoint step 4" in caplog.text and "left in place (read-only)" in caplog.text
-        assert trainer.restore_params(config, workdir, step=2)[0] == 2
+        assert encoder_restore.restore_params(config, workdir, step=2)[0] == 2
         with pytest.raises(checkpoint.DamagedCheckpointError, match="step 4"):
-            trainer.restore_params(config, workdir, step=4)
+            encoder_restore.restore_params(config, workdir, step=4)
         for a, b in zip(
-            jax.tree.leaves(trainer.restore_final_params(config, workdir)),
+            jax.tree.leaves(encoder_restore.restore_params(config, workdir)[1]),
             jax.tree.leaves(params),
             strict=True,
         ):

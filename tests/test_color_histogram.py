@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rejepa_jax.evaluation.color_histogram import color_histogram
+from rejepa_jax.retrieval.color_histogram import color_histogram
 
 
 def _solid(rgb: tuple[float, ...], size: int = 4) -> np.ndarray:

@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import pytest
-from test_training_run import CONFIG_NAMES, RUNLOCAL_ARGS, load_config
+from helpers import CONFIG_NAMES, REPO, RUNLOCAL_ARGS, load_config
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib, run_setup
 from rejepa_jax.train_step import make_train_step
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_every_config_file_is_covered_by_the_training_run_test():
     # The end-to-end training test runs each config in RUNLOCAL_ARGS: exactly the files in configs/.
     on_disk = {p.stem for p in (REPO / "configs").glob("*.py")}
     assert set(CONFIG_NAMES) == on_disk >= {"demo", "eurosat", "bigearthnet_s2", "fmow_rgb", "eurosat_mae"}
-    assert set(RUNLOCAL_ARGS) == on_disk, "RUNLOCAL_ARGS in tests/test_training_run.py must list every config"
+    assert set(RUNLOCAL_ARGS) == on_disk, "RUNLOCAL_ARGS in tests/helpers.py must list every config"
     for name, arg in RUNLOCAL_ARGS.items():
         config = load_config(name, arg)
         assert config.total_steps <= 10 and config.batch_size <= 16, f"{name}:{arg} is not a short run"
@@ -37,9 +34,10 @@ def test_config_builds_locked_and_valid(name, arg):
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
+@pytest.mark.slow
 def test_full_size_train_step_traces_on_abstract_inputs(name):
     config = load_config(name, "")
-    run = trainer.build_run(config)
+    run = run_setup.build_run(config)
     step = make_train_step(
         config, encoder=run.encoder, predictor=run.predictor, optimizer=run.optimizer, expander=run.expander
     )
@@ -96,6 +94,7 @@ def test_unknown_override_flags_name_the_closest_keys():
         config_lib.validate(schema)
 
 
+@pytest.mark.slow
 def test_command_line_trains_and_rejects_unknown_keys(tmp_path):
     command = [sys.executable, "-m", "rejepa_jax.main", "--config", "configs/demo.py:runlocal"]
     done = subprocess.run(

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from test_configs import CONFIG_NAMES
-from test_training_run import load_config
+from helpers import CONFIG_NAMES, REPO, load_config
 
 from rejepa_jax import cost_report
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # Each test compiles full-size train steps.
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)

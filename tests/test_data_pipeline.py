@@ -151,6 +151,7 @@ def test_skip_bad_counts_exactly_the_corrupt_records(corrupt_folder):
     assert skipped == _bad_records_consumed(config, records_read, set(bad)) >= 6
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_batches_counts_and_states(corrupt_folder):
     root, _ = corrupt_folder
     config = small_config(root, skip_bad=True)
@@ -172,7 +173,7 @@ def test_worker_processes_give_the_same_batches_counts_and_states(corrupt_folder
         resumed.close()
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_bad_record_without_skip_bad_raises_naming_the_file(corrupt_folder, num_workers):
     root, _ = corrupt_folder
     config = small_config(root, skip_bad=False, num_workers=num_workers)
@@ -253,6 +254,7 @@ def test_eval_skip_bad_drops_and_counts_including_trailing_bad_records(tmp_path)
     assert rows["index"][3] == 4  # Positions count the skipped record too.
 
 
+@pytest.mark.slow
 def test_eval_with_worker_processes_matches_in_process_reading(tmp_path):
     folder_with_corrupt_files(tmp_path, total=13, bad_indices=(0, 12))
     config = small_config(tmp_path, skip_bad=True)

@@ -11,16 +11,15 @@ import ml_collections
 import numpy as np
 import pytest
 import tifffile
-from test_training_run import load_config
+from helpers import REPO, load_config
 
 from benchmarks import eurosat_ms_splits
 from rejepa_jax import config_lib
 from rejepa_jax.data.decode import DecodeOptions, decode_record
 from rejepa_jax.data.sources import make_source
-from rejepa_jax.evaluation import figures, index_benchmark
-from rejepa_jax.evaluation.color_histogram import color_histogram, histogram_descriptor
+from rejepa_jax.evaluation import figures, report_figures
+from rejepa_jax.retrieval.color_histogram import color_histogram, histogram_descriptor
 
-REPO = Path(__file__).resolve().parent.parent
 SPLITS = REPO / "benchmarks" / "eurosat_ms_splits"
 
 
@@ -85,7 +84,7 @@ def test_gallery_images_are_the_same_true_colour_picture_for_every_band_set(arg)
     config = load_config("eurosat_ms", arg)
     source = make_source(config.data, "query")
     first = Path(source[0]["path"])
-    shown = index_benchmark._display_image(source, 0, config)
+    shown = report_figures._display_image(source, 0, config)
     expected = np.clip(tifffile.imread(first)[..., [3, 2, 1]] / 2750.0, 0.0, 1.0)
     assert shown.shape == (64, 64, 3)
     np.testing.assert_allclose(shown, expected, atol=1e-4)

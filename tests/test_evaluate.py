@@ -6,22 +6,22 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO
 from PIL import Image
 
 from rejepa_jax.evaluation import retrieval_metrics
-from rejepa_jax.evaluation.index_benchmark import (
+from rejepa_jax.evaluation.retrieval_report import (
     archive_from_index,
     archive_from_workdir,
     default_report_dir,
     evaluate,
 )
 from rejepa_jax.retrieval import manifest
+from rejepa_jax.retrieval.exact_search import exact_search
 
-REPO = Path(__file__).resolve().parent.parent
 KS = [5, 10, 20]
 
 
@@ -36,6 +36,7 @@ def _check_metrics(report: dict) -> None:
             assert 0.0 <= report[key] <= 1.0, key
 
 
+@pytest.mark.slow
 def test_report_has_model_index_and_baselines_with_pictures(index_dir, tmp_path):
     out = tmp_path / "report"
     report = evaluate(archive_from_index(index_dir), "query", out, ks=KS)
@@ -67,6 +68,7 @@ def test_report_has_model_index_and_baselines_with_pictures(index_dir, tmp_path)
     assert json.loads((out / "report.json").read_text())["descriptors"].keys() == report["descriptors"].keys()
 
 
+@pytest.mark.slow
 def test_exact_mode_from_a_checkpoint_matches_the_exported_index(trained, index_dir, tmp_path):
     from_index = evaluate(archive_from_index(index_dir), "query", tmp_path / "a", ks=KS, baselines=())
     exact_archive = archive_from_workdir(trained, encoder="target")  # The encoder index_dir holds.
@@ -76,6 +78,7 @@ def test_exact_mode_from_a_checkpoint_matches_the_exported_index(trained, index_
         assert exact["descriptors"]["rejepa (exact)"][key] == pytest.approx(value, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_exact_mode_evaluates_either_encoder(trained, tmp_path):
     target = archive_from_workdir(trained, encoder="target")
     context = archive_from_workdir(trained, encoder="context")
@@ -89,6 +92,7 @@ def test_exact_mode_evaluates_either_encoder(trained, tmp_path):
         archive_from_workdir(trained, encoder="predictor")
 
 
+@pytest.mark.slow
 def test_other_query_splits_and_the_command_line(index_dir, tmp_path):
     # The archive's own split as queries: every query's nearest neighbour is itself.
     report = evaluate(
@@ -126,7 +130,7 @@ def test_ranking_report_equals_retrieval_report_for_the_exact_ranking():
     expected = retrieval_metrics.retrieval_report(
         queries, q_labels, archive, a_labels, [1, 5], multi_label=False
     )
-    _, ranking = retrieval_metrics.exact_search(queries, archive, 5)
+    _, ranking = exact_search(queries, archive, 5)
     per_query: dict = {}
     got = retrieval_metrics.ranking_report(
         ranking, q_labels, a_labels, [1, 5], multi_label=False, per_query=per_query
@@ -148,6 +152,7 @@ def _command(module: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_readme_commands_in_order_leave_the_index_searchable(trained, tmp_path):
     """export -> search -> evaluate -> search again, as README.md lists them, on one index."""
     index = tmp_path / "INDEX"
@@ -168,6 +173,7 @@ def test_the_readme_commands_in_order_leave_the_index_searchable(trained, tmp_pa
     assert again.stdout == first.stdout
 
 
+@pytest.mark.slow
 def test_a_report_inside_an_index_is_refused(index_dir, tmp_path):
     copy = tmp_path / "index"
     shutil.copytree(index_dir, copy)

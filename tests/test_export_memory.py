@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_training_run import tiny_demo
+import pytest
+from helpers import REPO, tiny_demo
 
 from benchmarks.export_throughput import MEASURE_PEAK_RSS, peak_rss_kb
 from rejepa_jax import trainer
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # Trains, then exports in subprocesses.
 
 
 def _peak_rss_kb(workdir: Path, out: Path, archive_size: int) -> int:

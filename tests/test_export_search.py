@@ -13,15 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training_run import tiny_demo
+from helpers import REPO, tiny_demo
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib, encoder_restore, trainer
 from rejepa_jax.retrieval import index_searcher, manifest
 from rejepa_jax.retrieval.exporter import ExportOptions, export_index
 from rejepa_jax.retrieval.index_searcher import IndexSearcher, QueryError, format_results
 from rejepa_jax.retrieval.pca_whitening import PcaWhitening
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +30,7 @@ def pca_index(trained, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_archive_images_find_themselves_with_score_one(index_dir):
     searcher = IndexSearcher(index_dir)
     assert searcher.manifest.count == 800 and searcher.descriptors.shape == (800, 64)
@@ -51,6 +50,7 @@ def test_archive_images_find_themselves_with_score_one(index_dir):
     assert '"rank": 1' in format_results(["q"], [hits], "jsonl")
 
 
+@pytest.mark.slow
 def test_manifest_records_what_the_index_is(index_dir, trained):
     record = manifest.load(index_dir)
     assert record.checkpoint_step == 2 and record.encoder == "target"
@@ -66,6 +66,7 @@ def test_manifest_records_what_the_index_is(index_dir, trained):
     assert record.config["model"]["width"] == 64 and len(record.model_fingerprint) == 64
 
 
+@pytest.mark.slow
 def test_pca_whitened_export_round_trips(pca_index):
     searcher = IndexSearcher(pca_index)
     assert searcher.manifest.dimension == 16 and searcher.descriptors.shape == (800, 16)
@@ -75,6 +76,7 @@ def test_pca_whitened_export_round_trips(pca_index):
     assert hit.id == str(searcher.ids[42]) and hit.score == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_standardised_export_matches_numpy_and_round_trips(trained, index_dir, tmp_path):
     out = tmp_path / "std"
     config = config_lib.load_json(trained / "config.json")
@@ -93,6 +95,7 @@ def test_standardised_export_matches_numpy_and_round_trips(trained, index_dir, t
         export_index(config, trained, tmp_path / "both", ExportOptions(standardise=True, pca_dim=8))
 
 
+@pytest.mark.slow
 def test_default_export_is_the_recipes_descriptor_the_online_encoder(trained, index_dir, tmp_path):
     out = tmp_path / "context"
     config = config_lib.load_json(trained / "config.json")
@@ -105,13 +108,14 @@ def test_default_export_is_the_recipes_descriptor_the_online_encoder(trained, in
     assert context.manifest.encoder == "context" and target.manifest.encoder == "target"
     # After two steps with EMA momentum 0.996 the two encoders differ, so their descriptors do.
     assert np.abs(context.descriptors - target.descriptors).max() > 1e-4
-    params = trainer.restore_final_params(config, trained)
+    params = encoder_restore.restore_params(config, trained)[1]
     path = Path(config_lib.SAMPLE_ROOT) / str(context.ids[7])
     hit = context.search(context.descriptors_for_images([path]), k=1)[0][0]
     assert hit.id == str(context.ids[7]) and hit.score == pytest.approx(1.0, abs=1e-4)
     assert params["encoder"].keys() == params["target"].keys()
 
 
+@pytest.mark.slow
 def test_export_command_standardises_as_the_run_evaluated(trained, tmp_path):
     """Without --standardise, the command follows the run's eval.standardise (set by the recipes)."""
     for setting in (True, False):
@@ -131,6 +135,7 @@ def _copy(index_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_tampered_missing_or_extra_files_are_refused(index_dir, tmp_path):
     copy = _copy(index_dir, tmp_path)
     ids = copy / "ids.npy"
@@ -159,6 +164,7 @@ def test_tampered_missing_or_extra_files_are_refused(index_dir, tmp_path):
         IndexSearcher(tmp_path)
 
 
+@pytest.mark.slow
 def test_unknown_id_and_wrong_dimension_are_query_errors(index_dir, pca_index, tmp_path):
     searcher, other = IndexSearcher(index_dir), IndexSearcher(pca_index)
     known = str(searcher.ids[3])
@@ -185,6 +191,7 @@ def test_unknown_id_and_wrong_dimension_are_query_errors(index_dir, pca_index, t
         IndexSearcher(copy).descriptors_for_images([image])
 
 
+@pytest.mark.slow
 def test_a_different_model_is_a_model_mismatch(index_dir, tmp_path):
     other = tmp_path / "other"
     trainer.train_and_evaluate(tiny_demo(total_steps=2, seed=5), other)
@@ -200,6 +207,7 @@ def test_a_different_model_is_a_model_mismatch(index_dir, tmp_path):
         IndexSearcher(copy).descriptors_for_images([image])
 
 
+@pytest.mark.slow
 def test_search_command_line(index_dir, tmp_path):
     searcher = IndexSearcher(index_dir)
     queries = tmp_path / "queries.txt"
@@ -225,6 +233,7 @@ def test_search_command_line(index_dir, tmp_path):
     assert bad.returncode != 0 and "Id 'no/such.jpg' is not in the index" in bad.stderr
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_the_previous_index_intact(trained, index_dir, tmp_path):
     out = _copy(index_dir, tmp_path)
     before = manifest.load(out)
@@ -301,6 +310,7 @@ def test_an_interrupted_publish_is_rolled_back(tmp_path, monkeypatch):
         manifest.write(final, manifest.load(final, verify=False))
 
 
+@pytest.mark.slow
 def test_query_images_are_decoded_and_embedded_in_fixed_size_batches(index_dir, monkeypatch):
     searcher = IndexSearcher(index_dir)
     rows = list(range(10))

@@ -10,29 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import near as _near
+from helpers import png_pixels as _rgb
+from helpers import solid_image as _solid
+from helpers import true_runs as _runs
 
 from rejepa_jax.evaluation import figures, report_writer
-
-
-def _rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        return np.asarray(image.convert("RGB")).astype(np.int64)
-
-
-def _near(pixels: np.ndarray, colour: tuple[float, float, float], tol: int = 3) -> np.ndarray:
-    """Mask of pixels within `tol` (0-255 scale) of a [0, 1] colour on every channel."""
-    target = np.round(np.asarray(colour) * 255).astype(np.int64)
-    return np.all(np.abs(pixels - target) <= tol, axis=-1)
-
-
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """[start, stop) of each run of True values."""
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
 
 # --- to_display -------------------------------------------------------------------------------------
 
@@ -84,10 +67,6 @@ def test_out_of_range_rgb_constant_and_nan_bands_are_handled():
 
 
 # --- gallery ----------------------------------------------------------------------------------------
-
-
-def _solid(colour: tuple[float, float, float], size: int = 32) -> np.ndarray:
-    return np.broadcast_to(np.asarray(colour, dtype=np.float32), (size, size, 3)).copy()
 
 
 def test_gallery_frames_relevant_results_green_and_the_others_red(tmp_path):
@@ -229,6 +208,7 @@ def test_projection_subsamples_deterministically_above_max_points(tmp_path):
     assert first.read_bytes() != other.read_bytes()
 
 
+@pytest.mark.slow
 def test_figures_leave_no_pyplot_state_behind(tmp_path):
     code = (
         "import sys, numpy as np\n"

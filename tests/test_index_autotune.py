@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 
 from benchmarks.synthetic_vectors import clustered_unit_vectors
-from rejepa_jax.evaluation.retrieval_metrics import exact_search
 from rejepa_jax.retrieval import index_autotune as at
 from rejepa_jax.retrieval import scann_index as si
 from rejepa_jax.retrieval.ann_recall import recall_vs_exact_at_k
+from rejepa_jax.retrieval.exact_search import exact_search
 
 K = 10
 DB_ROWS, DIM, FRESH = 30_000, 64, 20_000
@@ -46,6 +46,7 @@ def test_search_cost_formula():
 
 
 @pytest.mark.parametrize("target", [0.95, 0.99])
+@pytest.mark.slow  # Tunes on a 30,000-row database.
 def test_autotune_reaches_target_on_fresh_queries(tuned, target):
     settings, recall, table, fresh_recall = tuned[target]
     assert settings.kind == "tree_ah", table[-1]
@@ -58,17 +59,20 @@ def test_autotune_reaches_target_on_fresh_queries(tuned, target):
     assert min(qualifying) == chosen_cost < at.search_cost(si.IndexSettings(), DB_ROWS, DIM)
 
 
+@pytest.mark.slow  # Tunes on a 30,000-row database.
 def test_stricter_target_never_picks_a_cheaper_setting(tuned):
     loose, strict = tuned[0.95][0], tuned[0.99][0]
     assert at.search_cost(strict, DB_ROWS, DIM) >= at.search_cost(loose, DB_ROWS, DIM)
 
 
+@pytest.mark.slow  # Tunes on a 30,000-row database.
 def test_autotune_is_deterministic(clustered, tuned):
     db, _ = clustered
     settings, recall, table = at.autotune(db, target_recall=0.95, k=K, seed=0)
     assert (settings, recall, table) == tuned[0.95][:3]
 
 
+@pytest.mark.slow  # Tunes on a 30,000-row database.
 def test_autotune_on_held_out_queries(clustered):
     db, fresh = clustered
     settings, recall, _ = at.autotune(db, target_recall=0.95, k=K, queries=fresh[:1_000])

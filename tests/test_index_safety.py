@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from rejepa_jax import config_lib
-from rejepa_jax.evaluation.index_benchmark import archive_from_index
+from rejepa_jax.evaluation.retrieval_report import archive_from_index
 from rejepa_jax.retrieval import manifest, scann_index
 from rejepa_jax.retrieval.exporter import ExportOptions, export_index
 from rejepa_jax.retrieval.index_searcher import IndexSearcher, QueryError
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # Every test reads the session's trained run or its exported index.
 
 _RUN_EXPORT = (
     "import runpy, sys\n"

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LAUNCH = REPO / "launch"
 SCRIPTS = sorted(
     [
@@ -211,6 +211,7 @@ def test_local_launch_runs_what_the_dry_run_prints_from_an_odd_path(tmp_path):
     assert (odd / "logs" / "rejepa_process_1.log").exists()
 
 
+@pytest.mark.slow
 def test_local_launch_trains_for_real_from_an_odd_path(tmp_path):
     # The real entry point, two steps of a one-block model: repository and workdir paths with
     # quotes, spaces and `$` reach Python intact.

@@ -9,11 +9,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import loss_array, tiny_demo
 from jax.sharding import PartitionSpec as P
-from test_training_run import tiny_demo
 
-from rejepa_jax import trainer
-from rejepa_jax.metric_writer import read_metrics
+from rejepa_jax import encoder_restore, trainer
+
+pytestmark = pytest.mark.slow  # Every test trains.
 
 MESHES = {"one": (1, 1), "data8": (8, 1), "data2_fsdp4": (2, 4), "fsdp8": (1, 8)}
 
@@ -27,11 +28,6 @@ def _config(mesh, **overrides):
         "sharding__min_size": 1024,
     }
     return tiny_demo(mesh__data=data, mesh__fsdp=fsdp, **{**defaults, **overrides})
-
-
-def _losses(workdir: Path) -> np.ndarray:
-    rows = sorted((r["step"], r["train/loss"]) for r in read_metrics(workdir) if "train/loss" in r)
-    return np.array([loss for _, loss in rows])
 
 
 def _truncate_to(workdir: Path, step: int) -> None:
@@ -54,12 +50,12 @@ def one_device_run(tmp_path_factory):
 @pytest.mark.parametrize("mesh", ["data8", "data2_fsdp4", "fsdp8"])
 def test_sharded_runs_match_one_device(tmp_path, one_device_run, mesh):
     trainer.train_and_evaluate(_config(mesh), tmp_path)
-    reference = _losses(one_device_run)
+    reference = loss_array(one_device_run)
     assert len(reference) == 5
-    np.testing.assert_allclose(_losses(tmp_path), reference, rtol=1e-5)
+    np.testing.assert_allclose(loss_array(tmp_path), reference, rtol=1e-5)
 
     # The state lives where the rules say: big matrices split along fsdp, the rest replicated.
-    params = trainer.restore_final_params(_config(mesh), tmp_path)
+    params = encoder_restore.restore_params(_config(mesh), tmp_path)[1]
     qkv = params["encoder"]["encoder"]["block_0"]["attn"]["qkv"]["kernel"]  # (64, 192)
     target_qkv = params["target"]["encoder"]["block_0"]["attn"]["qkv"]["kernel"]
     fsdp = MESHES[mesh][1]
@@ -79,15 +75,15 @@ def test_checkpoint_restores_onto_other_meshes(tmp_path, one_device_run):
     trainer.train_and_evaluate(_config("data8", **total), run)
     _truncate_to(run, 2)
     trainer.train_and_evaluate(_config("data2_fsdp4", **total), run)
-    restored = trainer.restore_final_params(_config("data2_fsdp4", **total), run)
+    restored = encoder_restore.restore_params(_config("data2_fsdp4", **total), run)[1]
     kernel = restored["encoder"]["encoder"]["block_0"]["attn"]["qkv"]["kernel"]
     assert dict(kernel.sharding.mesh.shape)["fsdp"] == 4 and kernel.sharding.spec == P(None, "fsdp")
     _truncate_to(run, 4)
     trainer.train_and_evaluate(_config("one", **total), run)
 
-    np.testing.assert_allclose(_losses(run), _losses(reference), rtol=1e-5)
-    final = trainer.restore_final_params(_config("one", **total), run)
-    expected = trainer.restore_final_params(_config("one", **total), reference)
+    np.testing.assert_allclose(loss_array(run), loss_array(reference), rtol=1e-5)
+    final = encoder_restore.restore_params(_config("one", **total), run)[1]
+    expected = encoder_restore.restore_params(_config("one", **total), reference)[1]
     # Reductions run in another order on each mesh; Adam turns float32 rounding in near-zero
     # gradients into small absolute differences of the params.
     expected_leaves = jax.tree.leaves(expected)

@@ -8,14 +8,17 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import near as _near
+from helpers import png_pixels as _rgb
+from helpers import solid_image as _solid
+from helpers import true_runs as _runs
 from PIL import Image
-from test_figures_and_report import _near, _rgb, _runs, _solid
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib, run_setup
 from rejepa_jax import state as state_lib
-from rejepa_jax.evaluation import figures, index_benchmark
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
+from rejepa_jax.evaluation import figures, report_figures, retrieval_report
 from rejepa_jax.retrieval.embedding import SplitEmbedder
+from rejepa_jax.retrieval.exact_search import l2_normalise
 
 # Four classes; query 0 holds {0, 1}, query 1 holds {2}.
 QUERY_LABELS = np.array([[1, 1, 0, 0], [0, 0, 1, 0]])
@@ -31,7 +34,7 @@ RANKING = np.array([[0, 1, 2, 3], [2, 3, 0, 1]])
 
 
 def test_label_overlap_counts_shared_and_union_labels_of_each_result():
-    common, union = index_benchmark.label_overlap(QUERY_LABELS, ARCHIVE_LABELS, RANKING)
+    common, union = report_figures.label_overlap(QUERY_LABELS, ARCHIVE_LABELS, RANKING)
     np.testing.assert_array_equal(common, [[2, 1, 1, 0], [1, 0, 0, 0]])
     np.testing.assert_array_equal(union, [[2, 2, 4, 3], [3, 2, 3, 2]])
     np.testing.assert_allclose(common / union, [[1.0, 0.5, 0.25, 0.0], [1 / 3, 0.0, 0.0, 0.0]])
@@ -121,10 +124,10 @@ def test_single_label_gallery_keeps_its_layout_and_two_colours(tmp_path):
 def test_per_class_mean_averages_over_the_queries_holding_each_class():
     values = np.array([1.0, 0.5, 0.0])
     labels = np.array([[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 1]])
-    result = index_benchmark.per_class_mean(values, labels, 4, multi_label=True)
+    result = report_figures.per_class_mean(values, labels, 4, multi_label=True)
     np.testing.assert_allclose(result[[0, 1, 3]], [0.5, 0.75, 0.0])
     assert math.isnan(result[2])  # no query holds class 2: n/a in the chart
-    single = index_benchmark.per_class_mean(values, np.array([2, 0, 2]), 4, multi_label=False)
+    single = report_figures.per_class_mean(values, np.array([2, 0, 2]), 4, multi_label=False)
     np.testing.assert_allclose(single[[0, 2]], [0.5, 0.5])
     assert np.isnan(single[[1, 3]]).all()
 
@@ -139,14 +142,15 @@ def test_pick_queries_covers_the_most_classes_first_for_multilabel_data():
             [1, 1, 0, 0, 0],  # 4: ties with 1 on new classes; 1 comes first
         ]
     )
-    np.testing.assert_array_equal(index_benchmark._pick_queries(labels, 3, True), [2, 1, 0])
-    np.testing.assert_array_equal(index_benchmark._pick_queries(labels, 10, True), [2, 1, 0, 3, 4])
+    np.testing.assert_array_equal(report_figures._pick_queries(labels, 3, True), [2, 1, 0])
+    np.testing.assert_array_equal(report_figures._pick_queries(labels, 10, True), [2, 1, 0, 3, 4])
     # Single-label data: the first query of each class, then the rest in order.
     np.testing.assert_array_equal(
-        index_benchmark._pick_queries(np.array([1, 1, 0, 2]), 4, False), [2, 0, 3, 1]
+        report_figures._pick_queries(np.array([1, 1, 0, 2]), 4, False), [2, 0, 3, 1]
     )
 
 
+@pytest.mark.slow
 def test_evaluate_draws_graded_gallery_and_per_class_bars_for_multilabel_data(tmp_path):
     config = config_lib.base_config()
     config.data.source = "synthetic"
@@ -160,10 +164,10 @@ def test_evaluate_draws_graded_gallery_and_per_class_bars_for_multilabel_data(tm
     config.model.width, config.model.depth, config.model.num_heads = 32, 1, 2
     config.eval.batch_size = 16
     config.lock()
-    run = trainer.build_run(config)
+    run = run_setup.build_run(config)
     params = state_lib.init_encoder_params(jax.random.key(0), encoder=run.encoder, image_shape=(32, 32, 4))
     archive_split = SplitEmbedder(config, run.encoder, run.mesh).embed_split("archive", {"m": params})
-    archive = index_benchmark.Archive(
+    archive = retrieval_report.Archive(
         config=config,
         params=params,
         descriptors=l2_normalise(archive_split.pooled["m"]),
@@ -173,7 +177,9 @@ def test_evaluate_draws_graded_gallery_and_per_class_bars_for_multilabel_data(tm
         index=None,
         meta={},
     )
-    report = index_benchmark.evaluate(archive, "query", tmp_path, ks=[5, 10], baselines=(), gallery_queries=3)
+    report = retrieval_report.evaluate(
+        archive, "query", tmp_path, ks=[5, 10], baselines=(), gallery_queries=3
+    )
     figures_by_path = {figure["path"]: figure["caption"] for figure in report["figures"]}
     assert set(figures_by_path) == {"gallery.png", "per_class.png", "projection.png"}
     assert "Jaccard" in figures_by_path["gallery.png"]

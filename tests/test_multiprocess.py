@@ -11,11 +11,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
+from helpers import REPO, loss_array
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib, encoder_restore
 from rejepa_jax.metric_writer import read_metrics
 
-REPO = Path(__file__).resolve().parent.parent
+# Several JAX processes train: slow, and the `multiprocess` marker selects or skips them alone.
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 MAIN_ARGS = [
     "--config",
     "configs/demo.py:runlocal",
@@ -24,10 +27,6 @@ MAIN_ARGS = [
     "--config.checkpoint.every_steps=5",
     "--config.eval.baselines=()",
 ]
-
-
-def _losses(workdir: Path) -> np.ndarray:
-    return np.array([r["train/loss"] for r in read_metrics(workdir) if "train/loss" in r])
 
 
 def test_two_processes_with_two_devices_each_match_one_process_with_four(tmp_path):
@@ -65,8 +64,8 @@ def test_two_processes_with_two_devices_each_match_one_process_with_four(tmp_pat
 
     assert "over 4 devices, 2 processes" in two.stderr
     assert "over 4 devices, 1 processes" in one.stderr
-    np.testing.assert_allclose(_losses(tmp_path / "two"), _losses(tmp_path / "one"), rtol=1e-5)
-    assert len(_losses(tmp_path / "two")) == 5
+    np.testing.assert_allclose(loss_array(tmp_path / "two"), loss_array(tmp_path / "one"), rtol=1e-5)
+    assert len(loss_array(tmp_path / "two")) == 5
     # Only process 0 prints and writes; each process saved its own data-iterator state.
     assert "Retrieval at step 5" in two.stdout
     assert "Retrieval at step" not in (tmp_path / "rejepa_process_1.log").read_text()
@@ -119,7 +118,7 @@ def _final_params(workdir: Path) -> list[np.ndarray]:
     config.model.predictor_width = 32
     config.mesh.data = 1  # Restored onto one device of this process: the values do not depend on it.
     config.lock()
-    return [np.asarray(leaf) for leaf in jax.tree.leaves(trainer.restore_final_params(config, workdir))]
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(encoder_restore.restore_params(config, workdir)[1])]
 
 
 def test_sigterm_stops_every_process_after_the_same_step_and_the_resumed_run_is_exact(tmp_path):

@@ -124,6 +124,7 @@ def _init(config, encoder, predictor, expander, batch):
     return state.params, target
 
 
+@pytest.mark.slow
 def test_one_view_without_expander_is_the_original_rejepa_loss():
     config, encoder, predictor, _, sampler = _tiny_models()
     batch = _views_batch(sampler, np.random.default_rng(6), views=1)
@@ -158,6 +159,7 @@ def _two_view_setup(seed: int):
     return config, encoder, batch, params, target, kw
 
 
+@pytest.mark.slow
 def test_two_views_average_the_per_view_terms_and_add_their_invariance():
     _, encoder, batch, params, target, kw = _two_view_setup(7)
     loss, terms = objective.jepa_loss(params, target, batch, **kw)
@@ -178,6 +180,7 @@ def test_two_views_average_the_per_view_terms_and_add_their_invariance():
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_local_views_enter_the_invariance_through_the_expander():
     config, encoder, predictor, expander, sampler = _tiny_models(expander_widths=(24, 12))
     batch = _views_batch(sampler, np.random.default_rng(8), views=1, local_views=2)
@@ -205,6 +208,7 @@ def test_local_views_enter_the_invariance_through_the_expander():
     assert float(terms["vicreg_variance"]) == pytest.approx(variance, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_prediction_weight_zero_drops_the_prediction_and_its_gradient():
     config, encoder, predictor, _, sampler = _tiny_models()
     config.objective.prediction_weight = 0.0
@@ -224,6 +228,7 @@ def test_prediction_weight_zero_drops_the_prediction_and_its_gradient():
     assert float(optax.tree.norm(grads["encoder"])) > 0.0
 
 
+@pytest.mark.slow
 def test_predicting_only_the_first_view_keeps_its_loss_and_the_invariance():
     config, _, batch, params, target, kw = _two_view_setup(10)
     _, both = objective.jepa_loss(params, target, batch, **kw)

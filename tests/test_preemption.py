@@ -14,11 +14,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from test_training_run import load_config
+from helpers import REPO, load_config
 
-from rejepa_jax import trainer
+from rejepa_jax import encoder_restore, trainer
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # Training subprocesses, signalled.
 # A run slow enough (about 6 steps/s here) to be interrupted between its checkpoints.
 OVERRIDES = {
     "total_steps": 60,
@@ -95,8 +95,8 @@ def _checkpoint_steps(workdir: Path) -> list[int]:
 
 def _assert_same_params(workdir: Path, reference: Path) -> None:
     config = _config()
-    got = jax.tree.leaves(trainer.restore_final_params(config, workdir))
-    want = jax.tree.leaves(trainer.restore_final_params(config, reference))
+    got = jax.tree.leaves(encoder_restore.restore_params(config, workdir)[1])
+    want = jax.tree.leaves(encoder_restore.restore_params(config, reference)[1])
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

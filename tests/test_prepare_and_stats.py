@@ -42,6 +42,7 @@ def _write_split(path: Path, filenames: list[str]) -> None:
         writer.writerows(enumerate(filenames))
 
 
+@pytest.mark.slow
 def test_prepare_round_trip_and_training_on_it(tmp_path):
     root, out = tmp_path / "images", tmp_path / "tfds"
     files = sorted(class_folder(root, {"crop": 4, "forest": 3, "river": 3}))
@@ -157,6 +158,7 @@ def _multispectral_folder(root: Path) -> list[np.ndarray]:
     return cubes
 
 
+@pytest.mark.slow
 def test_stats_cli_matches_numpy(tmp_path):
     cubes = _multispectral_folder(tmp_path / "tiles")
     config_file = tmp_path / "ms_config.py"

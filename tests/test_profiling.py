@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jax
 import pytest
-from test_training_run import tiny_demo
+from helpers import tiny_demo
 
 from rejepa_jax import profiling, trainer
 
@@ -17,6 +17,7 @@ def _traces(workdir: Path) -> list[Path]:
     return sorted((workdir / PROFILE_DIR).glob("*/*.xplane.pb"))
 
 
+@pytest.mark.slow
 def test_profiled_steps_write_one_trace_in_the_tensorboard_folder(tmp_path):
     trainer.train_and_evaluate(tiny_demo(total_steps=3, profile__steps=(2, 3)), tmp_path)
     traces = _traces(tmp_path)
@@ -28,6 +29,7 @@ def test_profiled_steps_write_one_trace_in_the_tensorboard_folder(tmp_path):
     jax.profiler.stop_trace()
 
 
+@pytest.mark.slow
 def test_a_run_without_profile_steps_writes_no_trace(trained):
     """`trained` is the suite's shared 2-step tiny run, with the default `profile.steps=()`."""
     assert (trained / "tensorboard").is_dir()

@@ -39,6 +39,7 @@ def test_protocols_keep_the_test_queries_out_of_tuning():
     assert test.optimizer.lr == 3e-4 and test.batch_size == 8 and test.mesh.data == 1
 
 
+@pytest.mark.slow  # Compiles two configs' train steps for their FLOPs.
 def test_a_cheaper_step_gets_proportionally_more_steps_under_the_same_budget():
     rejepa = qpc.run_config(_args())
     mae = qpc.run_config(_args(config="configs/eurosat_mae.py:model=Ti/8"))

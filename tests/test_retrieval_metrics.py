@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rejepa_jax.evaluation import retrieval_metrics as rm
+from rejepa_jax.retrieval.exact_search import EMPTY_INDEX, exact_search, l2_normalise
 
 
 def _at_angles(degrees: list[float]) -> np.ndarray:
@@ -26,7 +27,7 @@ def _tie_heavy_descriptors(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _brute_force(queries: np.ndarray, archive: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    scores = rm.l2_normalise(queries) @ rm.l2_normalise(archive).T
+    scores = l2_normalise(queries) @ l2_normalise(archive).T
     order = np.stack([np.lexsort((np.arange(len(archive)), -row)) for row in scores])[:, :k]
     return np.take_along_axis(scores, order, 1), order
 
@@ -37,10 +38,10 @@ def _brute_force(queries: np.ndarray, archive: np.ndarray, k: int) -> tuple[np.n
 def test_ties_rank_the_lower_archive_index_first_even_across_the_cut():
     archive = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [2.0, 0.0], [1.0, 1.0]])
     # Cosines to [1, 0]: 1, 0, 1, 1, 0.707 -> order 0, 2, 3, 4, 1.
-    _, idx = rm.exact_search(np.array([[3.0, 0.0]]), archive, 5)
+    _, idx = exact_search(np.array([[3.0, 0.0]]), archive, 5)
     assert idx.tolist() == [[0, 2, 3, 4, 1]]
     # Three items tie for the first place and only two fit: the two lowest indices win.
-    scores, idx = rm.exact_search(np.array([[3.0, 0.0]]), archive, 2)
+    scores, idx = exact_search(np.array([[3.0, 0.0]]), archive, 2)
     assert idx.tolist() == [[0, 2]]
     np.testing.assert_allclose(scores, [[1.0, 1.0]])
 
@@ -49,7 +50,7 @@ def test_ties_rank_the_lower_archive_index_first_even_across_the_cut():
 def test_exact_search_matches_brute_force_argsort_with_ties(chunk):
     rng = np.random.default_rng(0)
     queries, archive = _tie_heavy_descriptors(rng, 17), _tie_heavy_descriptors(rng, 40)
-    scores, idx = rm.exact_search(queries, archive, 12, chunk=chunk)
+    scores, idx = exact_search(queries, archive, 12, chunk=chunk)
     want_scores, want_idx = _brute_force(queries, archive, 12)
     np.testing.assert_array_equal(idx, want_idx)
     np.testing.assert_array_equal(scores, want_scores)
@@ -58,7 +59,7 @@ def test_exact_search_matches_brute_force_argsort_with_ties(chunk):
 def test_exact_search_matches_brute_force_on_continuous_data():
     rng = np.random.default_rng(1)
     queries, archive = rng.normal(size=(9, 16)), rng.normal(size=(50, 16))
-    scores, idx = rm.exact_search(queries, archive, 7, chunk=4)
+    scores, idx = exact_search(queries, archive, 7, chunk=4)
     want_scores, want_idx = _brute_force(queries, archive, 7)
     np.testing.assert_array_equal(idx, want_idx)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-12)
@@ -66,14 +67,14 @@ def test_exact_search_matches_brute_force_on_continuous_data():
 
 def test_exact_search_normalises_and_guards_zero_vectors():
     archive = np.array([[10.0, 0.0], [0.0, 0.1], [0.0, 0.0]])
-    scores, idx = rm.exact_search(np.array([[0.0, 5.0], [0.0, 0.0]]), archive, 3)
+    scores, idx = exact_search(np.array([[0.0, 5.0], [0.0, 0.0]]), archive, 3)
     # Magnitudes do not matter; the zero archive row scores 0; a zero query ties everything at 0.
     assert idx.tolist() == [[1, 0, 2], [0, 1, 2]]
     np.testing.assert_allclose(scores, [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
 
 
 def test_k_larger_than_the_archive_returns_the_whole_archive():
-    scores, idx = rm.exact_search(_at_angles([0]), _at_angles([50, 10, 30]), 10)
+    scores, idx = exact_search(_at_angles([0]), _at_angles([50, 10, 30]), 10)
     assert idx.tolist() == [[1, 2, 0]]
     assert scores.shape == (1, 3)
 
@@ -81,18 +82,18 @@ def test_k_larger_than_the_archive_returns_the_whole_archive():
 def test_leave_one_out_never_returns_the_query_itself():
     x = _at_angles([0, 10, 30, 70])
     ids = ["a", "b", "c", "d"]
-    scores, idx = rm.exact_search(x, x, 4, query_ids=ids, archive_ids=ids)
+    scores, idx = exact_search(x, x, 4, query_ids=ids, archive_ids=ids)
     assert idx[:, :3].tolist() == [[1, 2, 3], [0, 2, 3], [1, 0, 3], [2, 1, 0]]
     # Only three items remain per query: the fourth rank is empty.
-    assert (idx[:, 3] == rm.EMPTY_INDEX).all() and np.isneginf(scores[:, 3]).all()
+    assert (idx[:, 3] == EMPTY_INDEX).all() and np.isneginf(scores[:, 3]).all()
     # Without ids each item finds itself first.
-    _, idx = rm.exact_search(x, x, 1)
+    _, idx = exact_search(x, x, 1)
     assert idx[:, 0].tolist() == [0, 1, 2, 3]
 
 
 def test_ids_need_both_sides():
     with pytest.raises(ValueError, match="both"):
-        rm.exact_search(_at_angles([0]), _at_angles([0]), 1, query_ids=["a"])
+        exact_search(_at_angles([0]), _at_angles([0]), 1, query_ids=["a"])
 
 
 # --- per-query metrics ------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks.synthetic_vectors import clustered_unit_vectors
-from rejepa_jax.evaluation.retrieval_metrics import exact_search
 from rejepa_jax.retrieval import scann_index as si
+from rejepa_jax.retrieval.exact_search import exact_search
 
 K = 10
 

@@ -20,9 +20,9 @@ from benchmarks.search_peers.common import Row, make_row
 from benchmarks.search_peers.exact import matmul_top_k
 from benchmarks.search_peers.sweep import sweep
 from benchmarks.synthetic_vectors import clustered_unit_vectors
-from rejepa_jax.evaluation.retrieval_metrics import exact_search
 from rejepa_jax.retrieval import manifest
 from rejepa_jax.retrieval.ann_recall import recall_vs_exact_at_k
+from rejepa_jax.retrieval.exact_search import exact_search
 
 
 def _row(method: str, recall: float, qps: float, **extra) -> Row:

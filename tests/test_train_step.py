@@ -49,6 +49,7 @@ def _batch(sampler, rng, batch_size=8):
     }
 
 
+@pytest.mark.slow
 def test_target_starts_as_a_copy_and_receives_no_gradient():
     config = _tiny_config()
     encoder, predictor, sampler, _, state = _setup(config)
@@ -64,6 +65,7 @@ def test_target_starts_as_a_copy_and_receives_no_gradient():
     assert float(optim.optax.tree.norm(grads_online["predictor"])) > 0.0
 
 
+@pytest.mark.slow
 def test_ema_is_applied_after_the_optimizer_update():
     config = _tiny_config()
     encoder, predictor, sampler, optimizer, state = _setup(config)
@@ -81,6 +83,7 @@ def test_ema_is_applied_after_the_optimizer_update():
     assert jax.tree.structure(new_state.target_params) == jax.tree.structure(new_state.params["encoder"])
 
 
+@pytest.mark.slow
 def test_step_traces_once_across_batches_with_different_masks():
     config = _tiny_config()
     encoder, predictor, sampler, optimizer, state = _setup(config)
@@ -99,6 +102,7 @@ def _final_norm_bias(params):
 
 
 @pytest.mark.parametrize("prediction_weight", [0.0, 1.0])
+@pytest.mark.slow
 def test_without_prediction_the_final_norm_bias_is_unseen_and_held_fixed(prediction_weight):
     config = _tiny_config()
     config.objective.prediction_weight = prediction_weight
@@ -142,6 +146,7 @@ def test_zero_gradients_names_a_missing_path():
         zero_gradients(grads, (("encoder", "bias"),))
 
 
+@pytest.mark.slow
 def test_training_reduces_the_prediction_loss_on_a_fixed_batch():
     config = _tiny_config()
     config.objective.vicreg = False
@@ -156,6 +161,7 @@ def test_training_reduces_the_prediction_loss_on_a_fixed_batch():
     assert all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_mae_baseline_reconstructs_pixels_and_learns():
     config = _tiny_config()
     config.method = "mae"

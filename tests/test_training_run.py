@@ -10,38 +10,15 @@ import jax
 import numpy as np
 import pytest
 from data_fixtures import folder_with_corrupt_files
+from helpers import CONFIG_NAMES, RUNLOCAL_ARGS, load_config, losses, tiny_demo
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib, encoder_restore, trainer
 from rejepa_jax.checkpoint import IncompatibleCheckpointError
 from rejepa_jax.data.array_record_dataset import write_folder_dataset
 from rejepa_jax.data.decode import BadImageError, BandCountError, DataError
 from rejepa_jax.metric_writer import read_metrics
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-
-
-def load_config(name: str, arg: str = "runlocal"):
-    return config_lib.load_config_file(f"{CONFIGS / name}.py:{arg}")
-
-
-def tiny_demo(**overrides):
-    """configs/demo.py:runlocal, shrunk further so each run compiles in seconds."""
-    config = load_config("demo")
-    config.unlock()
-    config.model.width, config.model.num_heads, config.model.depth = 64, 2, 1
-    config.model.predictor_width = 32
-    config.eval.baselines = ()
-    config.eval.encoders = ("target",)
-    config.eval.ks = (5, 10)
-    for dotted, value in overrides.items():
-        section, _, key = dotted.rpartition("__")
-        (config[section] if section else config)[key] = value
-    config.lock()
-    return config
-
-
-def _losses(workdir: Path) -> dict[int, float]:
-    return {row["step"]: row["train/loss"] for row in read_metrics(workdir) if "train/loss" in row}
+pytestmark = pytest.mark.slow  # Every test here trains.
 
 
 def expected_descriptors(config) -> set[str]:
@@ -50,20 +27,6 @@ def expected_descriptors(config) -> set[str]:
     if config.eval.standardise:
         names |= {f"{name}+std" for name in names if name != "color_histogram"}
     return names
-
-
-# The argument that makes each config file a few-step CPU run. Keyed by every file in configs/ (a
-# test checks the keys against the folder), so a new config fails the suite until it is listed here.
-CONFIG_NAMES = sorted(path.stem for path in CONFIGS.glob("*.py"))
-RUNLOCAL_ARGS = {
-    "demo": "runlocal",
-    "eurosat": "runlocal",
-    "bigearthnet_s2": "runlocal",
-    "bigearthnet_s1": "runlocal",
-    "fmow_rgb": "runlocal",
-    "eurosat_mae": "runlocal",
-    "eurosat_ms": "runlocal",
-}
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
@@ -133,10 +96,10 @@ def test_resume_gives_bit_identical_losses_and_params(tmp_path):
     trainer.train_and_evaluate(config, resumed)
     rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]  # Resumed at 4.
-    assert _losses(resumed) == _losses(full)  # Bit for bit: float equality, not closeness.
+    assert losses(resumed) == losses(full)  # Bit for bit: float equality, not closeness.
 
     def final_params(workdir):
-        restored = trainer.restore_final_params(config, workdir)
+        restored = encoder_restore.restore_params(config, workdir)[1]
         return jax.tree.leaves(restored)
 
     for a, b in zip(final_params(full), final_params(resumed), strict=True):
@@ -156,8 +119,8 @@ def test_same_seed_same_losses_other_seed_other_losses(tmp_path):
     trainer.train_and_evaluate(config, tmp_path / "a")
     trainer.train_and_evaluate(config, tmp_path / "b")
     trainer.train_and_evaluate(tiny_demo(total_steps=3, log_every_steps=1, seed=1), tmp_path / "c")
-    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
-    assert _losses(tmp_path / "a") != _losses(tmp_path / "c")
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert losses(tmp_path / "a") != losses(tmp_path / "c")
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -177,7 +140,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
     assert saved and saved[-1] == failed_step - 1
     assert f"the last good checkpoint is step {saved[-1]}" in str(error.value)
-    params = trainer.restore_final_params(config, tmp_path)
+    params = encoder_restore.restore_params(config, tmp_path)[1]
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 

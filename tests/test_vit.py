@@ -42,6 +42,7 @@ def test_posemb_follows_the_reference_layout():
     assert emb[1, 0] == pytest.approx(np.sin(1.0), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_patch_embedding_equals_a_strided_convolution():
     model = VisionTransformer(patch_size=4, width=16, depth=1, num_heads=2)
     images = jax.random.normal(jax.random.key(0), (2, 8, 8, 5))
@@ -54,6 +55,7 @@ def test_patch_embedding_equals_a_strided_convolution():
     np.testing.assert_allclose(conv, patches_then_dense, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_encoder_shapes_and_token_subset():
     model = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2)
     images = jax.random.normal(jax.random.key(0), (3, 32, 32, 4))
@@ -72,6 +74,7 @@ def test_encoder_shapes_and_token_subset():
     )
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params():
     model = VisionTransformer(patch_size=8, width=32, depth=1, num_heads=2, dtype=jnp.bfloat16)
     images = jnp.ones((1, 16, 16, 3))
@@ -80,6 +83,7 @@ def test_bfloat16_compute_keeps_float32_params():
     assert model.apply({"params": params}, images).dtype == jnp.bfloat16
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_outputs():
     images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
     plain = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2)
@@ -90,6 +94,7 @@ def test_remat_gives_the_same_outputs():
     )
 
 
+@pytest.mark.slow
 def test_predictor_predicts_each_target_block_in_its_own_sequence():
     predictor = Predictor(grid=(4, 4), out_features=32, width=16, depth=1, num_heads=2)
     context = jax.random.normal(jax.random.key(0), (2, 5, 32))
@@ -118,6 +123,7 @@ def test_block_diagonal_mask_lets_each_block_see_the_context_and_itself():
     np.testing.assert_array_equal(mask, expected)
 
 
+@pytest.mark.slow
 def test_joint_predictor_keeps_blocks_apart_and_shares_the_per_block_params():
     kwargs = dict(grid=(4, 4), out_features=32, width=16, depth=2, num_heads=2)
     joint, per_block = Predictor(**kwargs, joint_targets=True), Predictor(**kwargs)
@@ -143,6 +149,7 @@ def test_joint_predictor_keeps_blocks_apart_and_shares_the_per_block_params():
     assert np.abs(out - reference).max() > 1e-2 * np.abs(reference).max()
 
 
+@pytest.mark.slow
 def test_weights_start_as_the_reference_trunc_normal_with_std_002():
     # PyTorch's trunc_normal_(std=0.02) cuts at +-2 absolute, i.e. N(0, 0.02^2) in effect; cutting at
     # +-2 standard deviations (Flax's default bounds) would give a std of about 0.0176. The reference's

@@ -8,8 +8,8 @@ import numpy as np
 
 from benchmarks.search_datasets import Dataset
 from benchmarks.search_peers.common import Options, Row, log, make_row
-from rejepa_jax.evaluation.retrieval_metrics import exact_search
 from rejepa_jax.retrieval.ann_recall import recall_vs_exact_at_k
+from rejepa_jax.retrieval.exact_search import exact_search
 from rejepa_jax.retrieval.index_speed import time_search
 
 

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
+from rejepa_jax.retrieval.exact_search import l2_normalise
 
 # Border colours of the gallery: relevant results in green, the others in red, the query in white (a
 # frame of the same width, so every tile has the same geometry but only results carry a colour).

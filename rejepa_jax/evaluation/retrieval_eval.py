@@ -12,8 +12,8 @@ import jax
 import ml_collections
 
 from rejepa_jax.evaluation import collapse, retrieval_metrics
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
 from rejepa_jax.retrieval.embedding import COLOR_HISTOGRAM, SplitEmbedder, SplitEmbeddings
+from rejepa_jax.retrieval.exact_search import l2_normalise
 from rejepa_jax.retrieval.pca_whitening import PcaWhitening
 
 # The mAP@K normalisation shown in tables: divide by the number of relevant items retrieved in the

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rejepa_jax.evaluation.retrieval_metrics import EMPTY_INDEX
+from rejepa_jax.retrieval.exact_search import EMPTY_INDEX
 
 
 def per_query_recall_vs_exact(approx_indices: np.ndarray, exact_indices: np.ndarray, k: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from absl import logging
 
 from rejepa_jax import sharding
 from rejepa_jax.data import pipeline
-from rejepa_jax.evaluation.color_histogram import histogram_descriptor
+from rejepa_jax.retrieval.color_histogram import histogram_descriptor
 
 COLOR_HISTOGRAM = "color_histogram"
 

@@ -24,13 +24,14 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from rejepa_jax import config_lib, trainer
+from rejepa_jax import config_lib
 from rejepa_jax import state as state_lib
 from rejepa_jax.data.sources import make_source
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
+from rejepa_jax.encoder_restore import restore_encoder
 from rejepa_jax.retrieval import encoder_bundle, index_autotune, manifest, scann_index
 from rejepa_jax.retrieval.descriptor_store import DescriptorWriter, read_descriptors
 from rejepa_jax.retrieval.embedding import SplitEmbedder
+from rejepa_jax.retrieval.exact_search import l2_normalise
 from rejepa_jax.retrieval.manifest import DESCRIPTORS, ENCODER, IDS, LABELS, PCA, POSITIONS, SCANN_DIR
 from rejepa_jax.retrieval.pca_whitening import CovarianceAccumulator, PcaWhitening
 
@@ -83,9 +84,8 @@ def export_index(
             manifest.check_replaceable(out, workdir=workdir)
             staging = manifest.staging_dir(out)
         config = config_for_present_devices(config)
-        step, params = trainer.restore_params(config, workdir, step=options.step)
-        encoder_params = state_lib.select_encoder(params, options.encoder)
-        run = trainer.build_run(config)
+        restored = restore_encoder(config, workdir, options.encoder, step=options.step)
+        step, encoder_params, run = restored.step, restored.params, restored.run
         source = make_source(config.data, options.split)
         logging.info(
             "Exporting %d %s images with the %s encoder of step %d.",

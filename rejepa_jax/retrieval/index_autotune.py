@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rejepa_jax.evaluation.retrieval_metrics import exact_search
 from rejepa_jax.retrieval.ann_recall import per_query_recall_vs_exact
+from rejepa_jax.retrieval.exact_search import exact_search
 from rejepa_jax.retrieval.scann_index import (
     IndexSettings,
     build_searcher,

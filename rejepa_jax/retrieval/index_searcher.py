@@ -20,14 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rejepa_jax import config_lib, trainer
-from rejepa_jax import state as state_lib
+from rejepa_jax import config_lib
 from rejepa_jax.config_lib import suggest
 from rejepa_jax.data import augment
 from rejepa_jax.data.decode import DecodeOptions, decode_record
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
+from rejepa_jax.encoder_restore import restore_encoder
 from rejepa_jax.models import factory
 from rejepa_jax.retrieval import encoder_bundle, manifest, scann_index
+from rejepa_jax.retrieval.exact_search import l2_normalise
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 from rejepa_jax.retrieval.manifest import DESCRIPTORS, ENCODER, IDS, LABELS, PCA, POSITIONS, SCANN_DIR
 from rejepa_jax.retrieval.pca_whitening import PcaWhitening
@@ -120,8 +120,8 @@ class IndexSearcher:
                 params = self.encoder_params()
             else:
                 run_config = config_lib.load_json(Path(self._workdir) / "config.json")
-                _, all_params = trainer.restore_params(config_for_present_devices(run_config), self._workdir)
-                params = jax.device_get(state_lib.select_encoder(all_params, self.manifest.encoder))
+                config = config_for_present_devices(run_config)
+                params = jax.device_get(restore_encoder(config, self._workdir, self.manifest.encoder).params)
                 self._check_fingerprint(params, self._workdir)
             model = factory.build_encoder(self.config)
             self._encode = jax.jit(

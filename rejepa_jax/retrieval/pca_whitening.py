@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from rejepa_jax.evaluation.retrieval_metrics import l2_normalise
+from rejepa_jax.retrieval.exact_search import l2_normalise
 
 EIGENVALUE_FLOOR = 1e-9
 

@@ -21,7 +21,7 @@ from scann.proto import scann_pb2
 from scann.scann_ops import scann_assets_pb2
 from scann.scann_ops.py import scann_ops_pybind
 
-from rejepa_jax.evaluation.retrieval_metrics import EMPTY_INDEX, EMPTY_SCORE
+from rejepa_jax.retrieval.exact_search import EMPTY_INDEX, EMPTY_SCORE
 
 Searcher = scann_ops_pybind.ScannSearcher
 Kind = Literal["brute_force", "tree_ah"]

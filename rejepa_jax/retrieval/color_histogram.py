@@ -3,7 +3,8 @@
 On the EuroSAT protocol (archive = train + validation, queries = test) the square-rooted 8×8×8 RGB
 histogram with exact cosine search reaches mAP@20 ≈ 0.767 (normalised by R_K) and P@20 ≈ 0.685, far
 above chance (0.102); a learned descriptor below that has learned nothing colour alone does not give.
-`benchmarks/color_histogram_floor.py` reproduces the numbers.
+`benchmarks/color_histogram_floor.py` reproduces the numbers. It lives in retrieval because the
+descriptor is computed while embedding a split (`embedding.py`), below evaluation.
 
 Binning raw values over one range only suits bands that share a scale (8-bit RGB). Multispectral bands
 differ by orders of magnitude (EuroSAT-MS: cirrus B10 ~ 12, B8A ~ 2,600 in reflectance x 10,000), so
