@@ -28,6 +28,7 @@ File names that are not valid UTF-8 appear in ids and messages with their undeco
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import os
@@ -197,8 +198,10 @@ def resize_bilinear(band: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (rows @ band @ cols.T).astype(np.float32)
 
 
+@functools.cache
 def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
-    """The [n_out, n_in] matrix of `resize_bilinear` along one axis (rows sum to 1)."""
+    """The [n_out, n_in] matrix of `resize_bilinear` along one axis (rows sum to 1), built once per size
+    pair (every patch resamples the same few sizes) and read-only, as it is shared."""
     x = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
     low = np.floor(x).astype(np.int64)
     high = np.minimum(low + 1, n_in - 1)
@@ -206,6 +209,7 @@ def _bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
     matrix = np.zeros((n_out, n_in))
     np.add.at(matrix, (np.arange(n_out), low), 1.0 - weight)
     np.add.at(matrix, (np.arange(n_out), high), weight)
+    matrix.flags.writeable = False
     return matrix
 
 
