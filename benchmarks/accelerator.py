@@ -36,7 +36,7 @@ import numpy as np
 
 from benchmarks import step_timing
 from benchmarks.synthetic_vectors import clustered_unit_vectors
-from rejepa_jax import config_lib, run_setup, sharding, trainer
+from rejepa_jax import config_lib, run_setup, runlocal, sharding, trainer
 from rejepa_jax import state as state_lib
 from rejepa_jax.retrieval import index_autotune, index_speed, scann_index
 
@@ -46,9 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 def benchmark_config(tiny: bool) -> config_lib.ml_collections.ConfigDict:
     """ViT-B/16 at 224 px, bf16, synthetic data (a one-block ViT-Ti/8 at 64 px with --tiny)."""
     config = config_lib.base_config()
-    config_lib.shrink_to_synthetic_runlocal(
-        config, variant="B/16", steps=1, batch_size=8 * jax.device_count()
-    )
+    runlocal.shrink_to_synthetic(config, variant="B/16", steps=1, batch_size=8 * jax.device_count())
     config.model.depth = 0  # The full ViT-B depth.
     config.model.dtype = "bfloat16"
     config.model.predictor_width, config.model.predictor_depth = 384, 6
@@ -67,9 +65,7 @@ def benchmark_config(tiny: bool) -> config_lib.ml_collections.ConfigDict:
 def eurosat_config(dtype: str, tiny: bool) -> config_lib.ml_collections.ConfigDict:
     """The quality benchmark's model: ViT-Ti/8 at 64 px, predictor width 192, batch 64 per device."""
     config = config_lib.base_config()
-    config_lib.shrink_to_synthetic_runlocal(
-        config, variant="Ti/8", steps=1, batch_size=64 * jax.device_count()
-    )
+    runlocal.shrink_to_synthetic(config, variant="Ti/8", steps=1, batch_size=64 * jax.device_count())
     config.model.depth = 1 if tiny else 0
     config.model.dtype = dtype
     config.model.predictor_width = 192

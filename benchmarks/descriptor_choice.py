@@ -41,9 +41,9 @@ def embed_layers(config, encoder, params, split: str, layers: int) -> tuple[np.n
             images,
             capture_intermediates=lambda module, _: isinstance(module, EncoderBlock),
         )
-        blocks = state["intermediates"]["encoder"]
+        blocks = state["intermediates"]["blocks"]
         outputs = [blocks[f"block_{i}"]["__call__"][0] for i in range(len(blocks))][-layers:]
-        normed = [final_norm.apply({"params": params["encoder"]["norm"]}, x) for x in outputs]
+        normed = [final_norm.apply({"params": params["blocks"]["norm"]}, x) for x in outputs]
         return jnp.stack([x.astype(jnp.float32).mean(axis=1) for x in normed], axis=1)
 
     rows, labels = [], []

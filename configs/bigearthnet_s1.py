@@ -21,7 +21,7 @@ reported BEN-14K size, 3 x 4,944 = 14,832, not a published setting); `model=<var
 Sized for an accelerator slice (ViT-B/15, global batch 1024).
 """
 
-from rejepa_jax import config_lib
+from rejepa_jax import config_lib, runlocal
 from rejepa_jax.data import bigearthnet
 
 BANDS = ("VV", "VH")
@@ -85,18 +85,17 @@ def get_config(arg: str | None = None):
         config.data.root = str(bigearthnet.SAMPLE_DIR / "BigEarthNet-S1-Example")
         config.data.train_split = config.data.archive_split = config.data.query_split = "all"
         config.data.bigearthnet.subset_per_split = 0
-        config.data.num_workers = 0
         config.data.num_threads = 2
-        config.total_steps = 3
-        config.batch_size = 8
-        config.log_every_steps = 1
         config.model.variant = "Ti/15"
         config.model.dtype = "float32"
-        config_lib.shrink_model_for_runlocal(config)
-        config.optimizer.warmup_steps = 1
-        config.checkpoint.every_steps = 3
-        config.eval.every_steps = 0
-        config.eval.batch_size = 8
-        config.eval.baselines = ()
+        runlocal.shrink(
+            config,
+            steps=3,
+            batch_size=8,
+            eval_batch_size=8,
+            checkpoint_every_steps=3,
+            log_every_steps=1,
+            warmup_steps=1,
+        )
     config.lock()
     return config

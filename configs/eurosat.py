@@ -21,7 +21,7 @@ terms; `mae` the pixel-reconstruction baseline), `runlocal` (a few steps of a ti
 embedded sample, for tests).
 """
 
-from rejepa_jax import config_lib, recipes
+from rejepa_jax import config_lib, recipes, runlocal
 
 # Steps of the default recipe at batch 64 that spend about 1 PFLOP (XLA counts 1.10 GFLOP per image
 # per step for ViT-Ti/8 at 64 px).
@@ -63,16 +63,7 @@ def get_config(arg: str | None = None):
             config.data.root = config_lib.SAMPLE_ROOT
             config.data.train_split = config.data.archive_split = "archive.csv"
             config.data.query_split = "query.csv"
-        config.total_steps = 4
-        config.batch_size = 16
-        config.log_every_steps = 2
         config.model.variant = "Ti/8"
-        config_lib.shrink_model_for_runlocal(config)
-        config.data.num_workers = 0
-        config.optimizer.warmup_steps = 2
-        config.checkpoint.every_steps = 2
-        config.eval.every_steps = 0
-        config.eval.batch_size = 64
-        config.eval.baselines = ()
+        runlocal.shrink(config, steps=4, batch_size=16, eval_batch_size=64, checkpoint_every_steps=2)
     config.lock()
     return config

@@ -22,7 +22,7 @@ B06, B07, B08, B8A, B11, B12), `model=<variant>`, `recipe=rejepa|rejepa_predict|
 
 from pathlib import Path
 
-from rejepa_jax import config_lib, recipes
+from rejepa_jax import config_lib, recipes, runlocal
 
 SAMPLE_ROOT = str(Path(config_lib.__file__).resolve().parent / "sample_data" / "eurosat_ms")
 SPLIT_DIR = str(Path(__file__).resolve().parent.parent / "benchmarks" / "eurosat_ms_splits")
@@ -102,16 +102,14 @@ def get_config(arg: str | None = None):
     if arg.runlocal:
         config.data.root = SAMPLE_ROOT
         config.data.split_dir = ""
-        config.total_steps = 4
-        config.batch_size = 16
-        config.log_every_steps = 2
-        config_lib.shrink_model_for_runlocal(config)
-        config.data.num_workers = 0
-        config.optimizer.warmup_steps = 2
-        config.checkpoint.every_steps = 2
-        config.eval.every_steps = 0
-        config.eval.batch_size = 16
+        runlocal.shrink(
+            config,
+            steps=4,
+            batch_size=16,
+            eval_batch_size=16,
+            checkpoint_every_steps=2,
+            baselines=("color_histogram",),
+        )
         config.eval.ks = (5, 10)
-        config.eval.baselines = ("color_histogram",)
     config.lock()
     return config

@@ -16,7 +16,7 @@ Queries are the `val` split, the archive is `train`. `runlocal` runs a few steps
 on synthetic 224 px images, for tests.
 """
 
-from rejepa_jax import config_lib
+from rejepa_jax import config_lib, runlocal
 
 
 def get_config(arg: str | None = None):
@@ -50,6 +50,6 @@ def get_config(arg: str | None = None):
     config.eval.baselines = ("color_histogram", "random_init")
 
     if arg.runlocal:
-        config_lib.shrink_to_synthetic_runlocal(config, variant="Ti/16", steps=2, batch_size=8)
+        runlocal.shrink_to_synthetic(config, variant="Ti/16", steps=2, batch_size=8)
     config.lock()
     return config

@@ -107,10 +107,20 @@ def damage_evidence(error: BaseException) -> str | None:
     return None
 
 
+# The train state's parameter naming. 1: params/encoder/encoder/block_* and `target_params`;
+# 2: params/context_encoder/blocks/block_* and `target_encoder`. Bumped whenever a path is renamed.
+PARAM_LAYOUT = 2
+_PARAM_LAYOUT_NAMES = {
+    1: "params/encoder/encoder/block_*, target_params",
+    2: "params/context_encoder/blocks/block_*, target_encoder",
+}
+
+
 def compatibility_fingerprint(config: ml_collections.ConfigDict, abstract_state: Any) -> dict[str, Any]:
-    """What must match for a checkpoint to restore: the model config, band count and leaf shapes."""
+    """What must match for a checkpoint to restore: parameter layout, model config, bands, leaf shapes."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
     return {
+        "param_layout": PARAM_LAYOUT,
         "model": config.model.to_dict(),
         "data.channels": config.data.channels,
         "state_shapes": {jax.tree_util.keystr(path): list(leaf.shape) for path, leaf in leaves},
@@ -119,6 +129,14 @@ def compatibility_fingerprint(config: ml_collections.ConfigDict, abstract_state:
 
 def fingerprint_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable differences between two fingerprints (empty when compatible)."""
+    saved_layout = saved.get("param_layout", 1)  # Checkpoints before the field existed are layout 1.
+    if saved_layout != current["param_layout"]:
+        return [
+            f"parameter layout {saved_layout} ({_PARAM_LAYOUT_NAMES.get(saved_layout, 'unknown')}) in the "
+            f"checkpoint, but this version of rejepa_jax reads layout {current['param_layout']} "
+            f"({_PARAM_LAYOUT_NAMES[current['param_layout']]}): the parameters were renamed, so the "
+            "checkpoint fingerprint changed; retrain, or read it with the release that wrote it"
+        ]
     diffs = []
     for key, value in saved.get("model", {}).items():
         now = current["model"].get(key)

@@ -204,45 +204,6 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def shrink_model_for_runlocal(config: ml_collections.ConfigDict) -> None:
-    """A `runlocal` model: 2 encoder blocks, a one-block narrow predictor, a small expander.
-
-    Keeps the recipe's structure (views, joint predictor, expander depth), so a test run exercises it.
-    """
-    config.model.depth = 2
-    config.model.predictor_width = 96
-    config.model.predictor_depth = 1
-    config.model.expander_widths = tuple(min(w, 64) for w in config.model.expander_widths)
-
-
-def shrink_to_synthetic_runlocal(
-    config: ml_collections.ConfigDict, *, variant: str, steps: int, batch_size: int
-) -> None:
-    """The `runlocal` variant of an accelerator config: synthetic data, a one-block model, few steps.
-
-    It keeps the config's image size and band count, so a test run still exercises its data shapes.
-    """
-    config.data.source = "synthetic"
-    config.data.synthetic_size = 8 * batch_size
-    config.data.num_workers = 0
-    config.data.num_threads = 2
-    config.total_steps = steps
-    config.batch_size = batch_size
-    config.log_every_steps = 1
-    config.model.variant = variant
-    config.model.depth = 1
-    config.model.dtype = "float32"
-    config.model.remat = False
-    config.model.predictor_width = 96
-    config.model.predictor_depth = 1
-    config.optimizer.warmup_steps = 1
-    config.checkpoint.every_steps = steps
-    config.eval.every_steps = 0
-    config.eval.batch_size = 2 * batch_size
-    config.eval.ks = (5, 10)
-    config.eval.baselines = ()
-
-
 def parse_arg(arg: str | None, **spec: Any) -> ml_collections.ConfigDict:
     """Parses a variant string such as `model=S/16,runlocal` against typed defaults.
 

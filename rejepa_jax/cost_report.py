@@ -83,7 +83,7 @@ def compile_cost(config: ml_collections.ConfigDict) -> CostReport:
         flops_per_device=float(cost.get("flops", 0.0)),
         param_count=sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(state.params)),
         param_bytes_per_device=_bytes_per_device(state.params),
-        target_bytes_per_device=_bytes_per_device(state.target_params),
+        target_bytes_per_device=_bytes_per_device(state.target_encoder),
         optimizer_bytes_per_device=_bytes_per_device(state.opt_state),
         argument_bytes=int(memory.argument_size_in_bytes),
         output_bytes=int(memory.output_size_in_bytes),

@@ -53,9 +53,9 @@ def restore_state(
 def restore_params(
     config: ml_collections.ConfigDict, workdir: str | Path, *, step: int | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """(step, {encoder, predictor, target}) of a checkpoint: every trained parameter, read-only."""
+    """(step, {context_encoder, predictor[, expander], target_encoder}) of a checkpoint, read-only."""
     restored_step, state = restore_state(config, workdir, step=step)
-    return restored_step, {**state.params, "target": state.target_params}
+    return restored_step, {**state.params, "target_encoder": state.target_encoder}
 
 
 def restore_encoder(

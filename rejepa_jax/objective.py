@@ -32,7 +32,7 @@ from rejepa_jax.models.vit import gather_tokens, patchify
 TARGET_NORM_EPS = 1e-5
 PREDICTION_LOSSES = ("smooth_l1", "l2")
 # Path, in the train state's params, of the bias of the context encoder's final LayerNorm.
-ENCODER_FINAL_NORM_BIAS = ("encoder", "encoder", "norm", "bias")
+ENCODER_FINAL_NORM_BIAS = ("context_encoder", "blocks", "norm", "bias")
 
 
 def params_without_signal(config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], ...]:
@@ -50,7 +50,7 @@ def params_without_signal(config: ml_collections.ConfigDict) -> tuple[tuple[str,
     return ()
 
 
-def normalize_targets(tokens: jax.Array) -> jax.Array:
+def normalise_targets(tokens: jax.Array) -> jax.Array:
     """Parameter-free LayerNorm over the feature axis."""
     mean = tokens.mean(-1, keepdims=True)
     var = jnp.square(tokens - mean).mean(-1, keepdims=True)
@@ -118,7 +118,7 @@ def _fold(x: jax.Array) -> jax.Array:
 
 def jepa_loss(
     params: dict[str, Any],
-    target_params: Any,
+    target_encoder_params: Any,
     batch: dict[str, jax.Array],
     *,
     encoder: nn.Module,
@@ -132,7 +132,7 @@ def jepa_loss(
     terms: dict[str, jax.Array] = {}
 
     # Context path: only the context tokens of every global view.
-    context = encoder.apply({"params": params["encoder"]}, _fold(images), _fold(context_idx))
+    context = encoder.apply({"params": params["context_encoder"]}, _fold(images), _fold(context_idx))
     pooled_views = [context.astype(jnp.float32).mean(axis=1).reshape(batch_size, num_global, -1)]
 
     loss = jnp.zeros((), jnp.float32)
@@ -143,8 +143,8 @@ def jepa_loss(
         # Target path: each predicted full view through the EMA encoder, no gradient.
         images, context_idx, target_idx = (x[:, :num_predicted] for x in (images, context_idx, target_idx))
         predicted_context = context.reshape(batch_size, num_global, *context.shape[1:])[:, :num_predicted]
-        target_tokens = encoder.apply({"params": jax.lax.stop_gradient(target_params)}, _fold(images))
-        target_tokens = jax.lax.stop_gradient(normalize_targets(target_tokens.astype(jnp.float32)))
+        target_tokens = encoder.apply({"params": jax.lax.stop_gradient(target_encoder_params)}, _fold(images))
+        target_tokens = jax.lax.stop_gradient(normalise_targets(target_tokens.astype(jnp.float32)))
         targets = gather_tokens(target_tokens, _fold(target_idx))  # [B*P, M, Kt, D]
         predictions = predictor.apply(
             {"params": params["predictor"]}, _fold(predicted_context), _fold(context_idx), _fold(target_idx)
@@ -156,7 +156,7 @@ def jepa_loss(
 
     if "local_image" in batch:  # Small unmasked views: the context encoder sees all their tokens.
         local = batch["local_image"]
-        local_tokens = encoder.apply({"params": params["encoder"]}, _fold(local))
+        local_tokens = encoder.apply({"params": params["context_encoder"]}, _fold(local))
         pooled_views.append(local_tokens.astype(jnp.float32).mean(axis=1).reshape(*local.shape[:2], -1))
     pooled = jnp.concatenate(pooled_views, axis=1)  # [B, V, D], global views first
     z = pooled if expander is None else expander.apply({"params": params["expander"]}, pooled)
@@ -188,7 +188,7 @@ def jepa_loss(
 
 def mae_loss(
     params: dict[str, Any],
-    target_params: Any,
+    target_encoder_params: Any,
     batch: dict[str, jax.Array],
     *,
     encoder: nn.Module,
@@ -199,10 +199,10 @@ def mae_loss(
     """The MAE baseline: reconstruct the pixels of the masked patches from the visible ones.
 
     Mean squared error over the masked patches, on per-patch normalised pixels with
-    `norm_pix_loss` (the MAE paper's better setting). No EMA target and no VICReg: `target_params`
+    `norm_pix_loss` (the MAE paper's better setting). No EMA target and no VICReg: `target_encoder_params`
     is unused and kept only so both objectives share the train step.
     """
-    del target_params, expander
+    del target_encoder_params, expander
     images, context_idx, target_idx = batch["image"], batch["context_idx"], batch["target_idx"]
     patch_size = encoder.patch_size
     targets = gather_tokens(patchify(images.astype(jnp.float32), patch_size), target_idx)  # [B, 1, Kt, P]
@@ -210,7 +210,7 @@ def mae_loss(
         mean = targets.mean(-1, keepdims=True)
         var = targets.var(-1, keepdims=True)
         targets = (targets - mean) * jax.lax.rsqrt(var + 1e-6)
-    context = encoder.apply({"params": params["encoder"]}, images, context_idx)
+    context = encoder.apply({"params": params["context_encoder"]}, images, context_idx)
     predictions = predictor.apply({"params": params["predictor"]}, context, context_idx, target_idx)
     loss = jnp.square(predictions.astype(jnp.float32) - targets).mean()
     pooled = context.astype(jnp.float32).mean(axis=1)

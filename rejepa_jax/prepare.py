@@ -32,7 +32,7 @@ from absl import app, flags, logging
 
 from rejepa_jax.data import array_record_dataset
 from rejepa_jax.data.bigearthnet import DEFAULT_BANDS, SENSORS, BigEarthNetOptions
-from rejepa_jax.data.decode import DEFAULT_MAX_IMAGE_PIXELS
+from rejepa_jax.data.decode_options import DEFAULT_MAX_IMAGE_PIXELS
 
 _ROOT = flags.DEFINE_string("root", None, "Image folder: class sub-folders or flat.")
 _BIGEARTHNET_ROOT = flags.DEFINE_string(

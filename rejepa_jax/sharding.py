@@ -3,7 +3,7 @@
 Mesh axes are `data`, `fsdp` and `tensor` (sizes from `config.mesh`, -1 meaning "every remaining
 device"). Batches and activations are split along `data` x `fsdp`. The train state (params, EMA
 target, optimizer state) follows `config.sharding.rules`: the first regex that matches a leaf's path
-(for example `params/encoder/encoder/block_0/attn/qkv/kernel` or `opt_state/.../mu/...`) decides:
+(for example `params/context_encoder/blocks/block_0/attn/qkv/kernel` or `opt_state/.../mu/...`) decides:
 
 - `fsdp`: split the largest dimension that the `fsdp` axis size divides (leaves smaller than
   `config.sharding.min_size` elements stay replicated); XLA gathers each weight just before use;
@@ -91,7 +91,7 @@ def constrain_batch(x: jax.Array) -> jax.Array:
 
 
 def leaf_path(path: Sequence[Any]) -> str:
-    """'params/encoder/encoder/block_0/attn/qkv/kernel' for a tree path."""
+    """'params/context_encoder/blocks/block_0/attn/qkv/kernel' for a tree path."""
     parts = []
     for key in path:
         for attr in ("key", "name", "idx"):

@@ -16,15 +16,15 @@ from rejepa_jax.masking import MaskShapes
 
 @flax.struct.dataclass
 class TrainState:
-    """step, online params {encoder, predictor}, EMA target encoder params, optimizer state.
+    """step, online params {context_encoder, predictor[, expander]}, the EMA target encoder, optimizer state.
 
-    The target params are a separate subtree, never seen by the optimizer, so they get no gradient
+    The target encoder's params are a separate subtree, never seen by the optimizer, so they get no gradient
     and no optimizer update; they change only by the EMA after each optimizer step.
     """
 
     step: jax.Array
     params: dict[str, Any]
-    target_params: Any
+    target_encoder: Any
     opt_state: optax.OptState
 
 
@@ -82,14 +82,14 @@ def init_train_state(
     encoder_params = encoder.init(encoder_rng, one["image"])["params"]
     context = encoder.apply({"params": encoder_params}, one["image"], one["context_idx"])
     predictor_params = predictor.init(predictor_rng, context, one["context_idx"], one["target_idx"])["params"]
-    params = {"encoder": encoder_params, "predictor": predictor_params}
+    params = {"context_encoder": encoder_params, "predictor": predictor_params}
     if expander is not None:
         pooled = jnp.zeros((2, context.shape[-1]), jnp.float32)
         params["expander"] = expander.init(jax.random.fold_in(rng, 2), pooled)["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
-        target_params=jax.tree.map(jnp.copy, encoder_params),
+        target_encoder=jax.tree.map(jnp.copy, encoder_params),
         opt_state=optimizer.init(params),
     )
 
@@ -103,12 +103,12 @@ def init_encoder_params(rng: jax.Array, *, encoder: nn.Module, image_shape: tupl
 def encoder_params(state: TrainState, which: str) -> Any:
     """The params of the 'target' (EMA) or 'context' (online) encoder; the one way to pick either.
 
-    The context encoder is stored under params["encoder"] (the name the optimizer and sharding see).
+    The context encoder lives in `params` (the optimizer's subtree), the target beside it.
     """
     if which == "target":
-        return state.target_params
+        return state.target_encoder
     if which == "context":
-        return state.params["encoder"]
+        return state.params["context_encoder"]
     raise ValueError(f"Unknown encoder {which!r}; expected 'target' or 'context'.")
 
 

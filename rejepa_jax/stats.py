@@ -20,7 +20,9 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rejepa_jax.data.decode import DataError, DecodeOptions, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode_options import DecodeOptions
+from rejepa_jax.data.errors import DataError
 from rejepa_jax.data.sources import make_source
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)

@@ -62,10 +62,10 @@ def make_train_step(
     objective_fn = objective.OBJECTIVES[config.method]
     fixed_params = objective.params_without_signal(config)
 
-    def loss_fn(params, target_params, batch):
+    def loss_fn(params, target_encoder_params, batch):
         return objective_fn(
             params,
-            target_params,
+            target_encoder_params,
             batch,
             encoder=encoder,
             predictor=predictor,
@@ -75,13 +75,13 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
         (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target_params, batch
+            state.params, state.target_encoder, batch
         )
         grads = zero_gradients(grads, fixed_params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         momentum = momentum_fn(state.step)
-        target_params = ema_update(state.target_params, params["encoder"], momentum)
+        target_encoder = ema_update(state.target_encoder, params["context_encoder"], momentum)
         metrics = {
             **terms,
             "grad_norm": optax.tree.norm(grads),
@@ -91,7 +91,7 @@ def make_train_step(
             "ema_momentum": momentum,
         }
         new_state = TrainState(
-            step=state.step + 1, params=params, target_params=target_params, opt_state=opt_state
+            step=state.step + 1, params=params, target_encoder=target_encoder, opt_state=opt_state
         )
         return new_state, jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
 

@@ -20,13 +20,15 @@ from PIL import Image
 from rejepa_jax import config_lib
 from rejepa_jax.data import bigearthnet_lists, pipeline
 from rejepa_jax.data.array_record_dataset import write_bigearthnet_dataset
+from rejepa_jax.data.band_resampling import resize_bilinear
 from rejepa_jax.data.bigearthnet import (
     SAMPLE_DIR,
     BigEarthNetOptions,
     BigEarthNetSource,
     read_patch_labels,
 )
-from rejepa_jax.data.decode import BadImageError, DataError, decode_record, resize_bilinear
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.errors import BadImageError, DataError
 from rejepa_jax.data.sources import TfdsSource, make_source
 from rejepa_jax.stats import compute_statistics
 

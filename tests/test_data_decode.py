@@ -11,14 +11,10 @@ from data_fixtures import random_rgb, write_corrupt_jpeg, write_png
 from PIL import Image
 
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import (
-    BadImageError,
-    BandCountError,
-    DataError,
-    decode_bytes,
-    decode_record,
-    stack_bands,
-)
+from rejepa_jax.data.band_resampling import stack_bands
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.errors import BadImageError, BandCountError, DataError
+from rejepa_jax.data.image_formats import decode_bytes
 
 
 def _decode_file(path, channels, bands=()):
@@ -182,13 +178,13 @@ def test_flips_are_exact_and_respect_the_switches():
     assert seen == {"none", "horizontal"}
 
 
-def test_normalize_per_band_and_checks_lengths():
+def test_normalise_per_band_and_checks_lengths():
     image = np.stack([np.full((2, 2), 10.0), np.full((2, 2), 300.0)], axis=-1).astype(np.uint16)
-    out = augment.normalize(image, (4.0, 100.0), (2.0, 50.0))
+    out = augment.normalise(image, (4.0, 100.0), (2.0, 50.0))
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[0, 0], [3.0, 4.0])
     with pytest.raises(ValueError, match=r"data\.mean has 3"):
-        augment.normalize(image, (1.0, 2.0, 3.0), (1.0, 1.0, 1.0))
+        augment.normalise(image, (1.0, 2.0, 3.0), (1.0, 1.0, 1.0))
 
 
 def test_stack_bands_upsamples_coarse_bands_to_the_finest_grid():

@@ -11,7 +11,9 @@ from data_fixtures import PATCH_GRID, folder_with_corrupt_files, small_config
 
 from rejepa_jax import config_lib
 from rejepa_jax.data import augment, pipeline
-from rejepa_jax.data.decode import BadImageError, DataError, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.errors import BadImageError, DataError
+from rejepa_jax.data.record_transforms import TrainTransform
 from rejepa_jax.data.sources import FolderSource, make_source
 from rejepa_jax.masking import MultiBlockMaskSampler
 
@@ -287,14 +289,14 @@ def test_one_view_draws_exactly_what_the_single_view_pipeline_drew():
     """Views leave the default stream unchanged: crop, flips, normalise, then masks, per example."""
     config = _sample_config()
     sampler = _sampler(config)
-    transform = pipeline.TrainTransform.from_config(config.data, sampler)
+    transform = TrainTransform.from_config(config.data, sampler)
     record = make_source(config.data, "train")[0]
     example = transform(record, np.random.default_rng(11))
     rng = np.random.default_rng(11)
     image = augment.random_resized_crop(
         decode_record(record, 3, ()), 16, config.data.crop_scale, config.data.crop_ratio, rng
     )
-    image = augment.normalize(augment.random_flips(image, True, True, rng), config.data.mean, config.data.std)
+    image = augment.normalise(augment.random_flips(image, True, True, rng), config.data.mean, config.data.std)
     context_idx, target_idx = sampler.sample(rng)
     np.testing.assert_array_equal(example["image"], image)
     np.testing.assert_array_equal(example["context_idx"], context_idx)

@@ -14,7 +14,8 @@ from data_fixtures import class_folder, random_rgb, small_config, write_png
 from PIL import Image
 
 from rejepa_jax import config_lib
-from rejepa_jax.data.decode import DataError, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.errors import DataError
 from rejepa_jax.data.sources import FolderSource, SyntheticSource, make_source
 
 

@@ -16,16 +16,11 @@ from data_fixtures import PATCH_GRID, png16_bytes, png_header_bytes, random_rgb,
 from PIL import Image
 
 from rejepa_jax import config_lib
-from rejepa_jax.data import array_record_dataset, decode, pipeline
-from rejepa_jax.data.decode import (
-    BadImageError,
-    BandCountError,
-    DataError,
-    DecodeOptions,
-    ImageTooLargeError,
-    decode_bytes,
-    decode_record,
-)
+from rejepa_jax.data import array_record_dataset, image_formats, pipeline
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode_options import DecodeOptions
+from rejepa_jax.data.errors import BadImageError, BandCountError, DataError, ImageTooLargeError
+from rejepa_jax.data.image_formats import decode_bytes
 from rejepa_jax.masking import MultiBlockMaskSampler
 from rejepa_jax.stats import compute_statistics
 
@@ -260,7 +255,7 @@ def test_large_files_decoded_from_the_open_file_give_the_same_pixels(tmp_path, m
     (tmp_path / "e.jpg").write_bytes(_jpeg(random_rgb(5)))
     names = ("a.png", "b.png", "c.tif", "d.npy", "e.jpg")
     whole = [_decode_file(tmp_path / name, 3, drop_alpha=True) for name in names]
-    monkeypatch.setattr(decode, "_READ_WHOLE_BYTES", 0)  # Every file counts as large.
+    monkeypatch.setattr(image_formats, "_READ_WHOLE_BYTES", 0)  # Every file counts as large.
     for name, expected in zip(names, whole, strict=True):
         np.testing.assert_array_equal(_decode_file(tmp_path / name, 3, drop_alpha=True), expected)
     np.testing.assert_array_equal(whole[1], deep)

@@ -15,9 +15,10 @@ from helpers import REPO, load_config
 
 from benchmarks import eurosat_ms_splits
 from rejepa_jax import config_lib
-from rejepa_jax.data.decode import DecodeOptions, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode_options import DecodeOptions
 from rejepa_jax.data.sources import make_source
-from rejepa_jax.evaluation import figures, report_figures
+from rejepa_jax.evaluation import image_display, report_figures
 from rejepa_jax.retrieval.color_histogram import color_histogram, histogram_descriptor
 
 SPLITS = REPO / "benchmarks" / "eurosat_ms_splits"
@@ -99,30 +100,30 @@ def test_to_display_picks_the_display_bands_and_applies_one_linear_range():
     image[..., 2] = [[275.0, 550.0], [-10.0, 1000.0]]  # B03
     image[..., 1] = 2750.0 / 4  # B02
     image[..., 0] = 99999.0  # never shown
-    out = figures.to_display(image, bands=(3, 2, 1), value_range=(0.0, 2750.0))
+    out = image_display.to_display(image, bands=(3, 2, 1), value_range=(0.0, 2750.0))
     assert out.shape == (2, 2, 3) and out.dtype == np.float32
     np.testing.assert_allclose(out[..., 0], [[0.0, 0.5], [1.0, 1.0]], atol=1e-7)  # clipped above
     np.testing.assert_allclose(out[..., 1], [[0.1, 0.2], [0.0, 1000 / 2750]], atol=1e-7)  # and below
     np.testing.assert_allclose(out[..., 2], 0.25, atol=1e-7)
     # The range is shared, so a band twice as bright shows twice as bright (no per-band stretch).
-    offset = figures.to_display(image, bands=(3, 2, 1), value_range=(275.0, 3025.0))
+    offset = image_display.to_display(image, bands=(3, 2, 1), value_range=(275.0, 3025.0))
     np.testing.assert_allclose(offset[0, 1, 0], (1375 - 275) / 2750, atol=1e-7)
-    grey = figures.to_display(image, bands=(3,), value_range=(0.0, 2750.0))
+    grey = image_display.to_display(image, bands=(3,), value_range=(0.0, 2750.0))
     np.testing.assert_array_equal(grey[..., 0], grey[..., 2])
     with pytest.raises(ValueError, match="1 or 3 indices"):
-        figures.to_display(image, bands=(3, 2))
+        image_display.to_display(image, bands=(3, 2))
     with pytest.raises(ValueError, match="1 or 3 indices"):
-        figures.to_display(image, bands=(13, 2, 1))
+        image_display.to_display(image, bands=(13, 2, 1))
     with pytest.raises(ValueError, match="high > low"):
-        figures.to_display(image, bands=(3, 2, 1), value_range=(100.0, 100.0))
+        image_display.to_display(image, bands=(3, 2, 1), value_range=(100.0, 100.0))
 
 
 def test_display_bands_without_a_range_get_the_percentile_stretch_of_those_bands():
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 5000, size=(16, 16, 13))
-    out = figures.to_display(image, bands=(3, 2, 1))
-    np.testing.assert_array_equal(out, figures.to_display(image[..., [3, 2, 1]]))
-    assert not np.array_equal(out, figures.to_display(image))  # not the first three bands
+    out = image_display.to_display(image, bands=(3, 2, 1))
+    np.testing.assert_array_equal(out, image_display.to_display(image[..., [3, 2, 1]]))
+    assert not np.array_equal(out, image_display.to_display(image))  # not the first three bands
 
 
 # --- the colour-histogram floor in standardised space -------------------------------------------------

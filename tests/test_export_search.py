@@ -16,7 +16,7 @@ import pytest
 from helpers import REPO, tiny_demo
 
 from rejepa_jax import config_lib, encoder_restore, trainer
-from rejepa_jax.retrieval import index_searcher, manifest
+from rejepa_jax.retrieval import index_publication, index_searcher, manifest
 from rejepa_jax.retrieval.exporter import ExportOptions, export_index
 from rejepa_jax.retrieval.index_searcher import IndexSearcher, QueryError, format_results
 from rejepa_jax.retrieval.pca_whitening import PcaWhitening
@@ -112,7 +112,7 @@ def test_default_export_is_the_recipes_descriptor_the_online_encoder(trained, in
     path = Path(config_lib.SAMPLE_ROOT) / str(context.ids[7])
     hit = context.search(context.descriptors_for_images([path]), k=1)[0][0]
     assert hit.id == str(context.ids[7]) and hit.score == pytest.approx(1.0, abs=1e-4)
-    assert params["encoder"].keys() == params["target"].keys()
+    assert params["context_encoder"].keys() == params["target_encoder"].keys()
 
 
 @pytest.mark.slow
@@ -261,8 +261,8 @@ def test_killed_export_leaves_the_previous_index_intact(trained, index_dir, tmp_
     after = manifest.load(out)  # Verifies every checksum.
     assert after == before and after.pca_dim == 0
     assert list(tmp_path.glob(".copy.tmp-*"))  # The partial export is left aside...
-    with manifest.ExportLock(out):  # ...and the dead export's lock does not block the next one,
-        manifest.recover_interrupted(out)
+    with index_publication.ExportLock(out):  # ...and the dead export's lock does not block the next one,
+        index_publication.recover_interrupted(out)
     assert not list(tmp_path.glob(".copy.*"))  # ...which cleans up.
     assert manifest.load(out) == before
 
@@ -291,20 +291,20 @@ def fake_index(folder: Path, content: str) -> Path:
 
 def test_an_interrupted_publish_is_rolled_back(tmp_path, monkeypatch):
     final = fake_index(tmp_path / "index", "old")
-    staging = manifest.staging_dir(final)
+    staging = index_publication.staging_dir(final)
     (staging / "a").write_text("new")
     aside = manifest.aside_dir(final)
     assert aside == tmp_path / ".index.old"
     os.rename(final, aside)  # Killed between the two renames of the non-atomic swap.
     assert manifest.resolve(final) == aside  # Loaders read the previous index meanwhile...
-    with manifest.ExportLock(final):
-        manifest.recover_interrupted(final)  # ...and the next export puts it back.
+    with index_publication.ExportLock(final):
+        index_publication.recover_interrupted(final)  # ...and the next export puts it back.
     assert (final / "a").read_text() == "old" and not list(tmp_path.glob(".index.*"))
     assert manifest.resolve(final) == final
-    for exchange in (manifest._exchange, lambda a, b: False):  # Atomic exchange, then two renames.
+    for exchange in (index_publication._exchange, lambda a, b: False):  # Atomic exchange, then two renames.
         staging = fake_index(tmp_path / ".index.tmp-0000", "new")
-        monkeypatch.setattr(manifest, "_exchange", exchange)
-        manifest.publish(staging, final)
+        monkeypatch.setattr(index_publication, "_exchange", exchange)
+        index_publication.publish(staging, final)
         assert (final / "a").read_text() == "new" and not list(tmp_path.glob(".index.*"))
         (final / "a").write_text("old")
         manifest.write(final, manifest.load(final, verify=False))

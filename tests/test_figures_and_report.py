@@ -15,23 +15,29 @@ from helpers import png_pixels as _rgb
 from helpers import solid_image as _solid
 from helpers import true_runs as _runs
 
-from rejepa_jax.evaluation import figures, report_writer
+from rejepa_jax.evaluation import (
+    descriptor_projection,
+    image_display,
+    per_class_chart,
+    report_writer,
+    result_gallery,
+)
 
 # --- to_display -------------------------------------------------------------------------------------
 
 
 def test_display_ready_rgb_is_only_rescaled():
     rgb8 = np.array([[[0, 128, 255], [10, 20, 30]]], dtype=np.uint8)
-    np.testing.assert_allclose(figures.to_display(rgb8), rgb8 / 255.0, atol=1e-7)
+    np.testing.assert_allclose(image_display.to_display(rgb8), rgb8 / 255.0, atol=1e-7)
     rgb_float = np.random.default_rng(0).random((4, 5, 3)).astype(np.float32)
-    np.testing.assert_array_equal(figures.to_display(rgb_float), rgb_float)
+    np.testing.assert_array_equal(image_display.to_display(rgb_float), rgb_float)
 
 
 def test_multiband_images_show_the_first_three_bands_stretched_between_the_2nd_and_98th_percentiles():
     ramp = np.arange(10_000, dtype=np.float64).reshape(100, 100)
     image = np.stack([ramp * (b + 1) + 100 * b for b in range(12)], axis=-1)  # 12 bands, different scales
     image[0, 0, :] = 1e9  # one saturated pixel must not squash the rest
-    out = figures.to_display(image)
+    out = image_display.to_display(image)
     assert out.shape == (100, 100, 3) and out.dtype == np.float32
     assert out.min() == 0.0 and out.max() == 1.0
     flat = out.reshape(-1, 3)
@@ -47,7 +53,7 @@ def test_multiband_images_show_the_first_three_bands_stretched_between_the_2nd_a
 @pytest.mark.parametrize("shape", [(6, 7), (6, 7, 1), (6, 7, 2)])
 def test_one_band_is_shown_in_grey(shape):
     image = np.random.default_rng(1).normal(size=shape) * 40 - 300  # e.g. dB backscatter
-    out = figures.to_display(image)
+    out = image_display.to_display(image)
     assert out.shape == (6, 7, 3)
     np.testing.assert_array_equal(out[..., 0], out[..., 1])
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
@@ -56,13 +62,13 @@ def test_one_band_is_shown_in_grey(shape):
 
 def test_out_of_range_rgb_constant_and_nan_bands_are_handled():
     standardised = np.random.default_rng(2).normal(size=(8, 8, 3)).astype(np.float32)
-    out = figures.to_display(standardised)
+    out = image_display.to_display(standardised)
     assert out.min() == 0.0 and out.max() == 1.0  # stretched, not clipped to [0, 1]
     constant = np.full((4, 4, 4), 7.0)
-    np.testing.assert_array_equal(figures.to_display(constant), 0.0)
+    np.testing.assert_array_equal(image_display.to_display(constant), 0.0)
     with_nan = np.arange(16.0).reshape(4, 4, 1)
     with_nan[0, 0, 0] = np.nan
-    out = figures.to_display(with_nan)
+    out = image_display.to_display(with_nan)
     assert np.all(np.isfinite(out)) and out[0, 0, 0] == 0.0 and out[3, 3, 0] == 1.0
 
 
@@ -72,7 +78,7 @@ def test_out_of_range_rgb_constant_and_nan_bands_are_handled():
 def test_gallery_frames_relevant_results_green_and_the_others_red(tmp_path):
     blue = (0.0, 0.0, 1.0)
     relevant = [True, False, True, False]
-    path = figures.gallery(
+    path = result_gallery.gallery(
         tmp_path / "gallery.png",
         [_solid((0.5, 0.5, 0.5))],
         [[_solid(blue) for _ in relevant]],
@@ -84,8 +90,8 @@ def test_gallery_frames_relevant_results_green_and_the_others_red(tmp_path):
     pixels = _rgb(path)
     assert pixels.shape[:2] == (195, 160 * 5)  # one row, query + 4 results
 
-    green = _near(pixels, figures.RELEVANT_COLOUR)
-    red = _near(pixels, figures.IRRELEVANT_COLOUR)
+    green = _near(pixels, result_gallery.RELEVANT_COLOUR)
+    red = _near(pixels, result_gallery.IRRELEVANT_COLOUR)
     tiles = [(start, stop, "green") for start, stop in _runs(green.any(axis=0))]
     tiles += [(start, stop, "red") for start, stop in _runs(red.any(axis=0))]
     tiles.sort()
@@ -113,22 +119,28 @@ def test_gallery_shows_1_band_and_12_band_images_and_stops_at_max_queries(tmp_pa
     relevant = rng.random((num_queries, k)) < 0.5
     scores = np.sort(rng.random((num_queries, k)))[:, ::-1]
     titles = [[f"class {j}" for j in range(k)] for _ in range(num_queries)]
-    path = figures.gallery(
+    path = result_gallery.gallery(
         tmp_path / "sub" / "g.png", queries, results, relevant, scores, ["q"] * 5, titles, max_queries=2
     )
     assert path == tmp_path / "sub" / "g.png"
     pixels = _rgb(path)
     assert pixels.shape[:2] == (2 * 195, 160 * (k + 1))
-    assert _near(pixels, figures.RELEVANT_COLOUR).sum() + _near(pixels, figures.IRRELEVANT_COLOUR).sum() > 0
+    assert (
+        _near(pixels, result_gallery.RELEVANT_COLOUR).sum()
+        + _near(pixels, result_gallery.IRRELEVANT_COLOUR).sum()
+        > 0
+    )
     assert not [p for p in os.listdir(tmp_path / "sub") if p != "g.png"]  # no temporary file left
 
 
 def test_gallery_rejects_mismatched_inputs(tmp_path):
     image = _solid((0.2, 0.4, 0.6))
     with pytest.raises(ValueError, match="differ in length"):
-        figures.gallery(tmp_path / "g.png", [image], [[image, image]], [[True]], [[0.5]], ["q"], [["a"]])
+        result_gallery.gallery(
+            tmp_path / "g.png", [image], [[image, image]], [[True]], [[0.5]], ["q"], [["a"]]
+        )
     with pytest.raises(ValueError, match="one entry per query"):
-        figures.gallery(tmp_path / "g.png", [image], [[image]], [[True]], [[0.5]], ["q", "r"], [["a"]])
+        result_gallery.gallery(tmp_path / "g.png", [image], [[image]], [[True]], [[0.5]], ["q", "r"], [["a"]])
 
 
 # --- per-class bar chart ----------------------------------------------------------------------------
@@ -136,7 +148,7 @@ def test_gallery_rejects_mismatched_inputs(tmp_path):
 
 def test_per_class_bars_are_sorted_and_proportional_to_the_values(tmp_path):
     values = [0.3, 0.9, 0.6, 0.1, 0.75]
-    path = figures.per_class_bar(tmp_path / "bar.png", list("abcde"), values, metric_name="P@10")
+    path = per_class_chart.per_class_bar(tmp_path / "bar.png", list("abcde"), values, metric_name="P@10")
     blue = _near(_rgb(path), (31 / 255, 119 / 255, 180 / 255), tol=2)  # matplotlib's tab:blue
     widths = [int(blue[start:stop].sum(axis=1).max()) for start, stop in _runs(blue.any(axis=1))]
     assert len(widths) == 5
@@ -145,15 +157,15 @@ def test_per_class_bars_are_sorted_and_proportional_to_the_values(tmp_path):
 
 
 def test_per_class_bar_handles_one_class_many_classes_and_missing_values(tmp_path):
-    one = _rgb(figures.per_class_bar(tmp_path / "one.png", ["only"], [0.4], metric_name="mAP@10"))
+    one = _rgb(per_class_chart.per_class_bar(tmp_path / "one.png", ["only"], [0.4], metric_name="mAP@10"))
     values = np.random.default_rng(4).random(45)
     values[7] = np.nan  # a class without queries
     names = [f"class number {i}" for i in range(45)]
-    many = _rgb(figures.per_class_bar(tmp_path / "many.png", names, values, metric_name="P@10"))
+    many = _rgb(per_class_chart.per_class_bar(tmp_path / "many.png", names, values, metric_name="P@10"))
     assert many.shape[0] > 3 * one.shape[0]  # the chart grows with the number of classes
     assert one.shape[1] == many.shape[1] == 750
     with pytest.raises(ValueError):
-        figures.per_class_bar(tmp_path / "bad.png", ["a", "b"], [0.1], metric_name="P@10")
+        per_class_chart.per_class_bar(tmp_path / "bad.png", ["a", "b"], [0.1], metric_name="P@10")
 
 
 # --- projection ---------------------------------------------------------------------------------------
@@ -162,30 +174,34 @@ def test_per_class_bar_handles_one_class_many_classes_and_missing_values(tmp_pat
 def test_pca_2d_matches_the_svd_and_reports_the_explained_variance():
     rng = np.random.default_rng(5)
     x = rng.normal(size=(300, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1]) + 4.0
-    coords, ratios = figures.pca_2d(x)
+    coords, ratios = descriptor_projection.pca_2d(x)
     centred = x - x.mean(axis=0)
     u, s, _ = np.linalg.svd(centred, full_matrices=False)
     np.testing.assert_allclose(np.abs(coords), np.abs(u[:, :2] * s[:2]), atol=1e-8)
     np.testing.assert_allclose(ratios, s[:2] ** 2 / np.sum(s**2), rtol=1e-10)
     # More dimensions than points goes through the N × N Gram matrix and gives the same answer.
     wide = np.concatenate([x[:5], np.zeros((5, 20))], axis=1)
-    np.testing.assert_allclose(figures.pca_2d(wide)[0], figures.pca_2d(x[:5])[0], atol=1e-8)
+    np.testing.assert_allclose(
+        descriptor_projection.pca_2d(wide)[0], descriptor_projection.pca_2d(x[:5])[0], atol=1e-8
+    )
     # One informative direction: the second coordinate is 0.
-    line, line_ratios = figures.pca_2d(np.arange(5.0)[:, None])
+    line, line_ratios = descriptor_projection.pca_2d(np.arange(5.0)[:, None])
     np.testing.assert_allclose(line[:, 1], 0.0)
     np.testing.assert_allclose(line_ratios, [1.0, 0.0])
 
 
 def test_projection_handles_one_dimension_multi_hot_labels_and_many_classes(tmp_path):
     rng = np.random.default_rng(6)
-    one_dim = figures.projection_2d(
+    one_dim = descriptor_projection.projection_2d(
         tmp_path / "d1.png", rng.normal(size=(50, 1)), rng.integers(0, 3, 50), "abc"
     )
     multi_hot = (rng.random((80, 19)) < 0.15).astype(np.int64)
     names = [f"label {i}" for i in range(19)]
-    multi = figures.projection_2d(tmp_path / "mh.png", rng.normal(size=(80, 16)), multi_hot, names)
+    multi = descriptor_projection.projection_2d(
+        tmp_path / "mh.png", rng.normal(size=(80, 16)), multi_hot, names
+    )
     labels = rng.integers(0, 45, 400)
-    many = figures.projection_2d(
+    many = descriptor_projection.projection_2d(
         tmp_path / "c45.png", rng.normal(size=(400, 8)), labels, [str(i) for i in range(45)]
     )
     for path in (one_dim, multi, many):
@@ -193,7 +209,7 @@ def test_projection_handles_one_dimension_multi_hot_labels_and_many_classes(tmp_
         assert width >= 900 and height == 650
     assert _rgb(many).shape[1] > _rgb(one_dim).shape[1]  # a second legend column for 45 classes
     with pytest.raises(ValueError, match="only 'pca'"):
-        figures.projection_2d(
+        descriptor_projection.projection_2d(
             tmp_path / "x.png", rng.normal(size=(5, 2)), np.zeros(5, int), "a", method="tsne"
         )
 
@@ -201,9 +217,15 @@ def test_projection_handles_one_dimension_multi_hot_labels_and_many_classes(tmp_
 def test_projection_subsamples_deterministically_above_max_points(tmp_path):
     rng = np.random.default_rng(7)
     descriptors, labels = rng.normal(size=(600, 12)), rng.integers(0, 4, 600)
-    first = figures.projection_2d(tmp_path / "a.png", descriptors, labels, "wxyz", max_points=200, seed=1)
-    again = figures.projection_2d(tmp_path / "b.png", descriptors, labels, "wxyz", max_points=200, seed=1)
-    other = figures.projection_2d(tmp_path / "c.png", descriptors, labels, "wxyz", max_points=200, seed=2)
+    first = descriptor_projection.projection_2d(
+        tmp_path / "a.png", descriptors, labels, "wxyz", max_points=200, seed=1
+    )
+    again = descriptor_projection.projection_2d(
+        tmp_path / "b.png", descriptors, labels, "wxyz", max_points=200, seed=1
+    )
+    other = descriptor_projection.projection_2d(
+        tmp_path / "c.png", descriptors, labels, "wxyz", max_points=200, seed=2
+    )
     assert first.read_bytes() == again.read_bytes()
     assert first.read_bytes() != other.read_bytes()
 
@@ -212,8 +234,9 @@ def test_projection_subsamples_deterministically_above_max_points(tmp_path):
 def test_figures_leave_no_pyplot_state_behind(tmp_path):
     code = (
         "import sys, numpy as np\n"
-        "from rejepa_jax.evaluation import figures\n"
-        f"figures.per_class_bar({str(tmp_path / 'b.png')!r}, ['a', 'b'], [0.2, 0.4], metric_name='P@10')\n"
+        "from rejepa_jax.evaluation import per_class_chart\n"
+        f"per_class_chart.per_class_bar({str(tmp_path / 'b.png')!r}, ['a', 'b'], [0.2, 0.4], "
+        "metric_name='P@10')\n"
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     env = {**os.environ, "MPLBACKEND": "TkAgg"}  # an interactive default must not matter
@@ -268,7 +291,9 @@ def _report(figure_paths: list[str]) -> dict:
 
 
 def test_report_markdown_shows_the_numbers_the_normalisations_and_links_the_figures(tmp_path):
-    bar = figures.per_class_bar(tmp_path / "figs" / "bar.png", ["a", "b"], [0.2, 0.4], metric_name="P@10")
+    bar = per_class_chart.per_class_bar(
+        tmp_path / "figs" / "bar.png", ["a", "b"], [0.2, 0.4], metric_name="P@10"
+    )
     report = _report([str(bar.relative_to(tmp_path)), "figs/not_drawn.png"])
     json_path, md_path = report_writer.write_report(tmp_path, report, title="EuroSAT retrieval")
     assert (json_path, md_path) == (tmp_path / "report.json", tmp_path / "report.md")

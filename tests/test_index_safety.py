@@ -22,7 +22,7 @@ from helpers import REPO
 
 from rejepa_jax import config_lib
 from rejepa_jax.evaluation.retrieval_report import archive_from_index
-from rejepa_jax.retrieval import manifest, scann_index
+from rejepa_jax.retrieval import index_publication, manifest, scann_index
 from rejepa_jax.retrieval.exporter import ExportOptions, export_index
 from rejepa_jax.retrieval.index_searcher import IndexSearcher, QueryError
 
@@ -37,8 +37,8 @@ _RUN_EXPORT = (
 # old index went aside and before the new one took its place.
 CRASH_BETWEEN_RENAMES = """
 import os
-from rejepa_jax.retrieval import manifest
-manifest._exchange = lambda a, b: False
+from rejepa_jax.retrieval import index_publication, manifest
+index_publication._exchange = lambda a, b: False
 _rename = os.rename
 def _crashing_rename(src, dst):
     if ".tmp-" in os.fspath(src) and os.path.lexists(manifest.aside_dir(dst)):
@@ -49,9 +49,9 @@ os.rename = _crashing_rename
 # Kill the process right after the atomic exchange, before the previous index is deleted.
 CRASH_AFTER_EXCHANGE = """
 import os
-from rejepa_jax.retrieval import manifest
-_exchange = manifest._exchange
-manifest._exchange = lambda a, b: os._exit(9 if _exchange(a, b) else 8)
+from rejepa_jax.retrieval import index_publication
+_exchange = index_publication._exchange
+index_publication._exchange = lambda a, b: os._exit(9 if _exchange(a, b) else 8)
 """
 
 
@@ -104,7 +104,7 @@ def test_export_replaces_only_an_empty_folder_or_an_index_of_its_own_files(train
     options = ExportOptions(encoder="target")
 
     def refused(out: Path, match: str) -> None:
-        with pytest.raises(manifest.ExportTargetError, match=match):
+        with pytest.raises(index_publication.ExportTargetError, match=match):
             export_index(config, trained, out, options)
 
     # An index that also holds a user's files (e.g. a report written inside it): refused, kept.
@@ -139,17 +139,17 @@ def test_export_replaces_only_an_empty_folder_or_an_index_of_its_own_files(train
 def test_a_second_export_to_the_same_out_refuses_while_the_first_runs(trained, index_dir, tmp_path):
     out = _copy(index_dir, tmp_path / "index")
     before = manifest.load(out)
-    with manifest.ExportLock(out):  # The first export: it holds the lock and has a staging folder.
-        first = manifest.staging_dir(out)
+    with index_publication.ExportLock(out):  # The first export: it holds the lock and has a staging folder.
+        first = index_publication.staging_dir(out)
         (first / "descriptors.raw").write_bytes(b"partial")
-        with pytest.raises(manifest.ExportTargetError, match="Another export"):
-            manifest.ExportLock(out).acquire()
+        with pytest.raises(index_publication.ExportTargetError, match="Another export"):
+            index_publication.ExportLock(out).acquire()
         done = _export(trained, out)
     assert done.returncode == 1, done.stderr[-2000:]
     assert f"error: Another export to {out} is running" in done.stderr
     assert (first / "descriptors.raw").read_bytes() == b"partial"  # Not removed as stale.
     assert manifest.load(out) == before
-    with manifest.ExportLock(out):  # Released: the next export may run.
+    with index_publication.ExportLock(out):  # Released: the next export may run.
         pass
 
 
@@ -182,8 +182,8 @@ def test_a_kill_right_after_the_atomic_swap_leaves_the_new_index(trained, index_
     assert IndexSearcher(out).manifest.pca_dim == 8
     (previous,) = tmp_path.glob(".index.tmp-*")
     assert manifest.load(previous) == before
-    with manifest.ExportLock(out):  # What the next export does first.
-        manifest.recover_interrupted(out)
+    with index_publication.ExportLock(out):  # What the next export does first.
+        index_publication.recover_interrupted(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
     assert manifest.load(out).pca_dim == 8
 
@@ -282,3 +282,17 @@ def test_the_report_path_checks_the_encoder_fingerprint(index_dir, tmp_path):
     with pytest.raises(QueryError, match="Model mismatch"):
         archive_from_index(copy)
     assert archive_from_index(index_dir).meta["num_index"] == 800
+
+
+def test_an_index_exported_before_the_parameter_rename_is_refused_with_the_reason(index_dir, tmp_path):
+    copy = _copy(index_dir, tmp_path / "old_format")
+    text = (copy / manifest.MANIFEST).read_text()
+    field = f'"format_version": {manifest.FORMAT_VERSION}'
+    assert field in text
+    (copy / manifest.MANIFEST).write_text(text.replace(field, '"format_version": 1'))
+    with pytest.raises(
+        manifest.IndexIntegrityError, match=r"renamed from encoder/block_\* to blocks/block_\*"
+    ):
+        IndexSearcher(copy)
+    with pytest.raises(manifest.IndexIntegrityError, match="Export the index again"):
+        archive_from_index(copy)

@@ -56,13 +56,13 @@ def test_sharded_runs_match_one_device(tmp_path, one_device_run, mesh):
 
     # The state lives where the rules say: big matrices split along fsdp, the rest replicated.
     params = encoder_restore.restore_params(_config(mesh), tmp_path)[1]
-    qkv = params["encoder"]["encoder"]["block_0"]["attn"]["qkv"]["kernel"]  # (64, 192)
-    target_qkv = params["target"]["encoder"]["block_0"]["attn"]["qkv"]["kernel"]
+    qkv = params["context_encoder"]["blocks"]["block_0"]["attn"]["qkv"]["kernel"]  # (64, 192)
+    target_qkv = params["target_encoder"]["blocks"]["block_0"]["attn"]["qkv"]["kernel"]
     fsdp = MESHES[mesh][1]
     expected = P(None, "fsdp") if fsdp > 1 else P()
     assert qkv.sharding.spec == target_qkv.sharding.spec == expected
     assert qkv.addressable_shards[0].data.shape == (64, 192 // fsdp)
-    assert params["encoder"]["encoder"]["norm"]["scale"].sharding.spec == P()
+    assert params["context_encoder"]["blocks"]["norm"]["scale"].sharding.spec == P()
 
 
 def test_checkpoint_restores_onto_other_meshes(tmp_path, one_device_run):
@@ -76,7 +76,7 @@ def test_checkpoint_restores_onto_other_meshes(tmp_path, one_device_run):
     _truncate_to(run, 2)
     trainer.train_and_evaluate(_config("data2_fsdp4", **total), run)
     restored = encoder_restore.restore_params(_config("data2_fsdp4", **total), run)[1]
-    kernel = restored["encoder"]["encoder"]["block_0"]["attn"]["qkv"]["kernel"]
+    kernel = restored["context_encoder"]["blocks"]["block_0"]["attn"]["qkv"]["kernel"]
     assert dict(kernel.sharding.mesh.shape)["fsdp"] == 4 and kernel.sharding.spec == P(None, "fsdp")
     _truncate_to(run, 4)
     trainer.train_and_evaluate(_config("one", **total), run)

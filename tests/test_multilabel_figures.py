@@ -16,7 +16,7 @@ from PIL import Image
 
 from rejepa_jax import config_lib, run_setup
 from rejepa_jax import state as state_lib
-from rejepa_jax.evaluation import figures, report_figures, retrieval_report
+from rejepa_jax.evaluation import report_figures, result_gallery, retrieval_report
 from rejepa_jax.retrieval.embedding import SplitEmbedder
 from rejepa_jax.retrieval.exact_search import l2_normalise
 
@@ -41,30 +41,30 @@ def test_label_overlap_counts_shared_and_union_labels_of_each_result():
 
 
 def test_relevance_colour_is_green_when_all_labels_are_shared_red_when_none_and_graded_between():
-    assert figures.relevance_colour(1.0) == figures.RELEVANT_COLOUR
-    assert figures.relevance_colour(0.0) == figures.IRRELEVANT_COLOUR
-    low, high = np.array(figures.PARTIAL_LOW_COLOUR), np.array(figures.PARTIAL_HIGH_COLOUR)
-    np.testing.assert_allclose(figures.relevance_colour(0.5), (low + high) / 2)
-    np.testing.assert_allclose(figures.relevance_colour(0.25), low + 0.25 * (high - low))
-    greens = [figures.relevance_colour(f)[1] for f in (0.1, 0.4, 0.7, 0.9)]
+    assert result_gallery.relevance_colour(1.0) == result_gallery.RELEVANT_COLOUR
+    assert result_gallery.relevance_colour(0.0) == result_gallery.IRRELEVANT_COLOUR
+    low, high = np.array(result_gallery.PARTIAL_LOW_COLOUR), np.array(result_gallery.PARTIAL_HIGH_COLOUR)
+    np.testing.assert_allclose(result_gallery.relevance_colour(0.5), (low + high) / 2)
+    np.testing.assert_allclose(result_gallery.relevance_colour(0.25), low + 0.25 * (high - low))
+    greens = [result_gallery.relevance_colour(f)[1] for f in (0.1, 0.4, 0.7, 0.9)]
     assert greens == sorted(greens) and greens[0] < greens[-1]  # more shared: yellower
     for fraction in (1e-3, 0.5, 1 - 1e-3):  # a partial match never looks like a full one or a miss
-        colour = np.array(figures.relevance_colour(fraction))
-        assert np.abs(colour - figures.RELEVANT_COLOUR).max() > 0.3
-        assert np.abs(colour - figures.IRRELEVANT_COLOUR).max() > 0.3
+        colour = np.array(result_gallery.relevance_colour(fraction))
+        assert np.abs(colour - result_gallery.RELEVANT_COLOUR).max() > 0.3
+        assert np.abs(colour - result_gallery.IRRELEVANT_COLOUR).max() > 0.3
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        figures.relevance_colour(1.5)
+        result_gallery.relevance_colour(1.5)
 
 
 def test_multilabel_gallery_grades_borders_by_the_shared_fraction_and_titles_them(tmp_path, monkeypatch):
     titles = []
-    show = figures._show
+    show = result_gallery._show
     monkeypatch.setattr(
-        figures, "_show", lambda ax, image, title: (titles.append(title), show(ax, image, title))
+        result_gallery, "_show", lambda ax, image, title: (titles.append(title), show(ax, image, title))
     )
     blue = (0.0, 0.0, 1.0)
     shared = [(2, 2), (1, 3), (2, 3), (0, 3)]
-    path = figures.gallery(
+    path = result_gallery.gallery(
         tmp_path / "g.png",
         [_solid((0.5, 0.5, 0.5))],
         [[_solid(blue) for _ in shared]],
@@ -78,10 +78,10 @@ def test_multilabel_gallery_grades_borders_by_the_shared_fraction_and_titles_the
     assert pixels.shape[:2] == (195 + 45, 800)  # one row plus the legend strip
     tiles = pixels[:195]
     expected = [
-        figures.RELEVANT_COLOUR,
-        figures.relevance_colour(1 / 3),
-        figures.relevance_colour(2 / 3),
-        figures.IRRELEVANT_COLOUR,
+        result_gallery.RELEVANT_COLOUR,
+        result_gallery.relevance_colour(1 / 3),
+        result_gallery.relevance_colour(2 / 3),
+        result_gallery.IRRELEVANT_COLOUR,
     ]
     starts = []
     for colour in expected:
@@ -106,7 +106,7 @@ def test_multilabel_gallery_grades_borders_by_the_shared_fraction_and_titles_the
 
 
 def test_single_label_gallery_keeps_its_layout_and_two_colours(tmp_path):
-    path = figures.gallery(
+    path = result_gallery.gallery(
         tmp_path / "g.png",
         [_solid((0.5, 0.5, 0.5))],
         [[_solid((0.0, 0.0, 1.0))] * 2],
@@ -117,7 +117,7 @@ def test_single_label_gallery_keeps_its_layout_and_two_colours(tmp_path):
     )
     pixels = _rgb(path)
     assert pixels.shape[:2] == (195, 480)  # no legend strip
-    partial = _near(pixels, figures.relevance_colour(0.5), tol=10)
+    partial = _near(pixels, result_gallery.relevance_colour(0.5), tol=10)
     assert not partial.any()
 
 

@@ -37,9 +37,9 @@ def test_vicreg_covariance_matches_numpy_and_ignores_the_diagonal():
     assert float(objective.vicreg_covariance(jnp.asarray(decorrelated))) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_normalize_targets_is_parameter_free_layer_norm():
+def test_normalise_targets_is_parameter_free_layer_norm():
     x = np.random.default_rng(3).normal(loc=3.0, scale=2.0, size=(2, 3, 8)).astype(np.float32)
-    y = np.asarray(objective.normalize_targets(jnp.asarray(x)))
+    y = np.asarray(objective.normalise_targets(jnp.asarray(x)))
     expected = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
@@ -120,7 +120,7 @@ def _init(config, encoder, predictor, expander, batch):
         expander=expander,
     )
     # A target different from the online encoder, as after some training.
-    target = jax.tree.map(lambda p: p * 1.1 + 0.01, state.target_params)
+    target = jax.tree.map(lambda p: p * 1.1 + 0.01, state.target_encoder)
     return state.params, target
 
 
@@ -134,9 +134,9 @@ def test_one_view_without_expander_is_the_original_rejepa_loss():
         params, target, single, encoder=encoder, predictor=predictor, objective=config.objective
     )
     # The loss as REJEPA computed it before views existed.
-    target_tokens = objective.normalize_targets(encoder.apply({"params": target}, single["image"]))
+    target_tokens = objective.normalise_targets(encoder.apply({"params": target}, single["image"]))
     targets = objective.gather_tokens(target_tokens, single["target_idx"])
-    context = encoder.apply({"params": params["encoder"]}, single["image"], single["context_idx"])
+    context = encoder.apply({"params": params["context_encoder"]}, single["image"], single["context_idx"])
     predictions = predictor.apply(
         {"params": params["predictor"]}, context, single["context_idx"], single["target_idx"]
     )
@@ -170,7 +170,9 @@ def test_two_views_average_the_per_view_terms_and_add_their_invariance():
         assert float(terms[key]) == pytest.approx(np.mean([float(t[key]) for t in per_view]), rel=1e-5)
     pooled = [
         np.asarray(
-            encoder.apply({"params": params["encoder"]}, batch["image"][:, i], batch["context_idx"][:, i])
+            encoder.apply(
+                {"params": params["context_encoder"]}, batch["image"][:, i], batch["context_idx"][:, i]
+            )
         ).mean(1)
         for i in range(2)
     ]
@@ -197,8 +199,10 @@ def test_local_views_enter_the_invariance_through_the_expander():
         objective=config.objective,
         expander=expander,
     )
-    glob = encoder.apply({"params": params["encoder"]}, batch["image"], batch["context_idx"]).mean(1)
-    local = encoder.apply({"params": params["encoder"]}, batch["local_image"].reshape(-1, 8, 8, 3)).mean(1)
+    glob = encoder.apply({"params": params["context_encoder"]}, batch["image"], batch["context_idx"]).mean(1)
+    local = encoder.apply(
+        {"params": params["context_encoder"]}, batch["local_image"].reshape(-1, 8, 8, 3)
+    ).mean(1)
     pooled = jnp.concatenate([glob[:, None], local.reshape(6, 2, 32)], axis=1)
     z = np.asarray(expander.apply({"params": params["expander"]}, pooled))
     # One global view: pairs (global, local 1) and (global, local 2).
@@ -225,7 +229,7 @@ def test_prediction_weight_zero_drops_the_prediction_and_its_gradient():
     vicreg = terms["vicreg_invariance"] + terms["vicreg_variance"] + 0.04 * terms["vicreg_covariance"]
     assert float(loss) == pytest.approx(float(vicreg), rel=1e-6)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads["predictor"]))
-    assert float(optax.tree.norm(grads["encoder"])) > 0.0
+    assert float(optax.tree.norm(grads["context_encoder"])) > 0.0
 
 
 @pytest.mark.slow

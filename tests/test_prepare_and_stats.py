@@ -17,7 +17,8 @@ import tifffile
 from data_fixtures import PATCH_GRID, class_folder, folder_with_corrupt_files, small_config
 
 from rejepa_jax.data import array_record_dataset, pipeline
-from rejepa_jax.data.decode import DataError, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.errors import DataError
 from rejepa_jax.data.sources import FolderSource, TfdsSource
 from rejepa_jax.masking import MultiBlockMaskSampler
 from rejepa_jax.stats import compute_statistics

@@ -57,13 +57,13 @@ def test_fsdp_rule_splits_the_largest_divisible_dimension():
 def test_state_rules_match_paths_in_order():
     mesh = sharding.make_mesh(_mesh_config(2, 4))
     state = {
-        "params": {"encoder": {"qkv": {"kernel": jax.ShapeDtypeStruct((64, 192), "float32")}}},
-        "target_params": {"qkv": {"kernel": jax.ShapeDtypeStruct((64, 192), "float32")}},
+        "params": {"context_encoder": {"qkv": {"kernel": jax.ShapeDtypeStruct((64, 192), "float32")}}},
+        "target_encoder": {"qkv": {"kernel": jax.ShapeDtypeStruct((64, 192), "float32")}},
         "step": jax.ShapeDtypeStruct((), "int32"),
     }
     shardings = sharding.state_shardings(state, mesh, _rules((".*target.*", "replicate"), (".*", "fsdp")))
-    assert shardings["params"]["encoder"]["qkv"]["kernel"].spec == P(None, "fsdp")
-    assert shardings["target_params"]["qkv"]["kernel"].spec == P()
+    assert shardings["params"]["context_encoder"]["qkv"]["kernel"].spec == P(None, "fsdp")
+    assert shardings["target_encoder"]["qkv"]["kernel"].spec == P()
     assert shardings["step"].spec == P()
 
 

@@ -53,15 +53,15 @@ def _batch(sampler, rng, batch_size=8):
 def test_target_starts_as_a_copy_and_receives_no_gradient():
     config = _tiny_config()
     encoder, predictor, sampler, _, state = _setup(config)
-    chex.assert_trees_all_equal(state.target_params, state.params["encoder"])
+    chex.assert_trees_all_equal(state.target_encoder, state.params["context_encoder"])
     batch = _batch(sampler, np.random.default_rng(0))
     loss_fn = functools.partial(
         objective.jepa_loss, encoder=encoder, predictor=predictor, objective=config.objective
     )
     grad_fn = jax.jit(jax.grad(lambda p, t: loss_fn(p, t, batch)[0], argnums=(0, 1)))
-    grads_online, grads_target = grad_fn(state.params, state.target_params)
+    grads_online, grads_target = grad_fn(state.params, state.target_encoder)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads_target))
-    assert float(optim.optax.tree.norm(grads_online["encoder"])) > 0.0
+    assert float(optim.optax.tree.norm(grads_online["context_encoder"])) > 0.0
     assert float(optim.optax.tree.norm(grads_online["predictor"])) > 0.0
 
 
@@ -70,17 +70,21 @@ def test_ema_is_applied_after_the_optimizer_update():
     config = _tiny_config()
     encoder, predictor, sampler, optimizer, state = _setup(config)
     step = jax.jit(make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer))
-    old_target = jax.tree.map(np.asarray, state.target_params)
+    old_target = jax.tree.map(np.asarray, state.target_encoder)
     new_state, metrics = step(state, _batch(sampler, np.random.default_rng(1)))
     momentum = float(metrics["ema_momentum"])
     assert momentum == pytest.approx(0.996)
     expected = jax.tree.map(
-        lambda t, o: momentum * t + (1 - momentum) * np.asarray(o), old_target, new_state.params["encoder"]
+        lambda t, o: momentum * t + (1 - momentum) * np.asarray(o),
+        old_target,
+        new_state.params["context_encoder"],
     )
-    chex.assert_trees_all_close(new_state.target_params, expected, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(new_state.target_encoder, expected, rtol=1e-6, atol=1e-7)
     # The online encoder moved; the target moved only by (1 - m) of that.
     assert int(new_state.step) == 1
-    assert jax.tree.structure(new_state.target_params) == jax.tree.structure(new_state.params["encoder"])
+    assert jax.tree.structure(new_state.target_encoder) == jax.tree.structure(
+        new_state.params["context_encoder"]
+    )
 
 
 @pytest.mark.slow
@@ -98,7 +102,7 @@ def test_step_traces_once_across_batches_with_different_masks():
 
 
 def _final_norm_bias(params):
-    return np.asarray(params["encoder"]["encoder"]["norm"]["bias"])
+    return np.asarray(params["context_encoder"]["blocks"]["norm"]["bias"])
 
 
 @pytest.mark.parametrize("prediction_weight", [0.0, 1.0])
@@ -114,19 +118,19 @@ def test_without_prediction_the_final_norm_bias_is_unseen_and_held_fixed(predict
     shift = jnp.asarray(np.random.default_rng(7).normal(size=config.model.width), jnp.float32)
     shifted = jax.tree_util.tree_map_with_path(
         lambda path, p: (
-            p + shift if jax.tree_util.keystr(path) == "['encoder']['encoder']['norm']['bias']" else p
+            p + shift if jax.tree_util.keystr(path) == "['context_encoder']['blocks']['norm']['bias']" else p
         ),
         state.params,
     )
-    loss, shifted_loss = (float(loss_fn(p, state.target_params, batch)[0]) for p in (state.params, shifted))
+    loss, shifted_loss = (float(loss_fn(p, state.target_encoder, batch)[0]) for p in (state.params, shifted))
     step = jax.jit(make_train_step(config, encoder=encoder, predictor=predictor, optimizer=optimizer))
     trained = state
     for seed in range(3):
         trained, _ = step(trained, _batch(sampler, np.random.default_rng(seed)))
     moved = np.abs(_final_norm_bias(trained.params) - _final_norm_bias(state.params)).max()
     scale_moved = np.abs(
-        np.asarray(trained.params["encoder"]["encoder"]["norm"]["scale"])
-        - np.asarray(state.params["encoder"]["encoder"]["norm"]["scale"])
+        np.asarray(trained.params["context_encoder"]["blocks"]["norm"]["scale"])
+        - np.asarray(state.params["context_encoder"]["blocks"]["norm"]["scale"])
     ).max()
     assert scale_moved > 0  # The rest of the encoder trains either way.
     if prediction_weight:  # The predictor reads the encoder's tokens: the bias gets a gradient.

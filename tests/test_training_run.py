@@ -15,7 +15,7 @@ from helpers import CONFIG_NAMES, RUNLOCAL_ARGS, load_config, losses, tiny_demo
 from rejepa_jax import config_lib, encoder_restore, trainer
 from rejepa_jax.checkpoint import IncompatibleCheckpointError
 from rejepa_jax.data.array_record_dataset import write_folder_dataset
-from rejepa_jax.data.decode import BadImageError, BandCountError, DataError
+from rejepa_jax.data.errors import BadImageError, BandCountError, DataError
 from rejepa_jax.metric_writer import read_metrics
 
 pytestmark = pytest.mark.slow  # Every test here trains.
@@ -148,6 +148,32 @@ def test_incompatible_checkpoint_names_the_differing_key(tmp_path):
     trainer.train_and_evaluate(tiny_demo(total_steps=2), tmp_path)
     with pytest.raises(IncompatibleCheckpointError, match=r"model\.depth: checkpoint 1, config 2"):
         trainer.train_and_evaluate(tiny_demo(total_steps=4, model__depth=2), tmp_path)
+
+
+def test_checkpoint_with_the_old_parameter_names_is_refused_naming_the_layout_change(tmp_path):
+    """A checkpoint written before the rename (no `param_layout`, old paths) stops both training and
+    readers with a message naming the fingerprint change, and nothing in the folder is touched."""
+    config = tiny_demo(total_steps=2)
+    trainer.train_and_evaluate(config, tmp_path)
+    step_dir = tmp_path / "checkpoints" / "2"
+    meta_file = step_dir / "meta" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    assert meta.pop("param_layout") == 2
+    renamed = {".target_encoder": ".target_params", "'context_encoder']['blocks'": "'encoder']['encoder'"}
+    old_shapes = {}
+    for path, shape in meta["state_shapes"].items():
+        for new_name, old_name in renamed.items():
+            path = path.replace(new_name, old_name)
+        old_shapes[path] = shape
+    meta["state_shapes"] = old_shapes
+    meta_file.write_text(json.dumps(meta))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    expected = r"parameter layout 1 \(params/encoder/encoder/block_\*, target_params\).*layout 2"
+    with pytest.raises(IncompatibleCheckpointError, match=expected):
+        trainer.train_and_evaluate(tiny_demo(total_steps=4), tmp_path)
+    with pytest.raises(IncompatibleCheckpointError, match="checkpoint fingerprint changed"):
+        encoder_restore.restore_params(config, tmp_path)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):

@@ -13,7 +13,7 @@ BigEarthNet).
 Every file is decoded once before it is written, so a corrupt file, one larger than
 `max_image_pixels` values (checked from its header) or one holding NaN or infinite values in any
 band fails the run with its name (or is skipped and reported with `skip_bad`). File names that are
-not valid UTF-8 are stored percent-encoded (`decode.printable_name`). The dataset is built in a
+not valid UTF-8 are stored percent-encoded (`errors.printable_name`). The dataset is built in a
 temporary folder next to its destination and moved into place only when complete, so a failed run
 never leaves a partial one.
 """
@@ -33,16 +33,10 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import naming
 
 from rejepa_jax.data.bigearthnet import BigEarthNetOptions, BigEarthNetSource, read_patch_labels
-from rejepa_jax.data.decode import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    DataError,
-    DecodeOptions,
-    ImageTooLargeError,
-    check_finite,
-    decode_file,
-    decode_record,
-    printable_name,
-)
+from rejepa_jax.data.decode import check_finite, decode_record
+from rejepa_jax.data.decode_options import DEFAULT_MAX_IMAGE_PIXELS, DecodeOptions
+from rejepa_jax.data.errors import DataError, ImageTooLargeError, printable_name
+from rejepa_jax.data.image_formats import decode_file
 from rejepa_jax.data.sources import FolderSource
 
 VERSION = "1.0.0"

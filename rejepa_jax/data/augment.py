@@ -59,7 +59,7 @@ def random_rotate90(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, k=int(rng.integers(4)), axes=(0, 1)))
 
 
-def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Returns (image - mean) / std per band, in the image's raw units."""
     bands = image.shape[-1]
     if len(mean) != bands or len(std) != bands:

@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 
 from rejepa_jax.data import bigearthnet_lists
-from rejepa_jax.data.decode import DataError, printable_name
+from rejepa_jax.data.errors import DataError, printable_name
 
 # The embedded sample: 4 real patches from each sensor (BigEarthNet-S2-Example, BigEarthNet-S1-Example).
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "bigearthnet"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rejepa_jax.data.decode import DataError
+from rejepa_jax.data.errors import DataError
 
 PACKAGE = "bigearthnet_common"
 INSTALL_HINT = "pip install bigearthnet-common==2.8.0"

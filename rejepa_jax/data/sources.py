@@ -21,8 +21,9 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from rejepa_jax.data.band_resampling import stack_bands
 from rejepa_jax.data.bigearthnet import BigEarthNetSource, make_bigearthnet_source
-from rejepa_jax.data.decode import DataError, printable_name, stack_bands
+from rejepa_jax.data.errors import DataError, printable_name
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".npy")
 LABEL_MAP_FILE = "label_map.json"

@@ -1,7 +1,8 @@
 """The report's pictures: a gallery of queries and their top results, P@K per class, a 2-D projection.
 
 Kept apart from the report itself (`retrieval_report`), which computes the numbers: this module
-only chooses what to show and how to label it, and draws with `figures`.
+only chooses what to show and how to label it, and draws with `result_gallery`, `per_class_chart`
+and `descriptor_projection`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import ml_collections
 import numpy as np
 
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import DecodeOptions, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode_options import DecodeOptions
 from rejepa_jax.data.sources import make_source
-from rejepa_jax.evaluation import figures
+from rejepa_jax.evaluation import descriptor_projection, image_display, per_class_chart, result_gallery
 from rejepa_jax.retrieval.embedding import SplitEmbeddings
 
 
@@ -60,7 +62,7 @@ def write_figures(
     figure_list = [
         {
             "caption": caption,
-            "path": figures.gallery(
+            "path": result_gallery.gallery(
                 out_dir / "gallery.png",
                 [_display_image(query_source, int(query_split.index[q]), config) for q in shown],
                 [
@@ -90,7 +92,7 @@ def write_figures(
     figure_list.append(
         {
             "caption": caption,
-            "path": figures.per_class_bar(
+            "path": per_class_chart.per_class_bar(
                 out_dir / "per_class.png", names, values, metric_name=f"P@{k_class}"
             ).name,
         }
@@ -98,7 +100,7 @@ def write_figures(
     figure_list.append(
         {
             "caption": "2-D PCA projection of the archive descriptors, coloured by class.",
-            "path": figures.projection_2d(
+            "path": descriptor_projection.projection_2d(
                 out_dir / "projection.png", archive_desc, archive_labels, names
             ).name,
         }
@@ -175,7 +177,7 @@ def _display_image(source, position: int, config) -> np.ndarray:
     """The image at `position` of a split, resized like the model saw it, as display RGB in [0, 1].
 
     `eval.display_bands` picks the bands shown and `eval.display_range` stretches them linearly
-    (`figures.to_display`); with neither, three-band images are scaled by `eval.histogram_range`
+    (`image_display.to_display`); with neither, three-band images are scaled by `eval.histogram_range`
     (their known 8-bit range) so colours look as captured, and other band counts get the per-band
     percentile stretch.
     """
@@ -189,7 +191,7 @@ def _display_image(source, position: int, config) -> np.ndarray:
     bands, value_range = tuple(config.eval.display_bands), tuple(config.eval.display_range)
     if not bands and not value_range and image.shape[-1] == 3:
         value_range = tuple(config.eval.histogram_range)
-    return figures.to_display(image, bands=bands, value_range=value_range)
+    return image_display.to_display(image, bands=bands, value_range=value_range)
 
 
 # Longest class name a gallery title shows (BigEarthNet's names run to 86 characters).

@@ -217,7 +217,7 @@ class VisionTransformer(nn.Module):
         if keep_idx is not None:
             x = gather_tokens(x, keep_idx)
         return Transformer(
-            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="encoder"
+            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="blocks"
         )(x)
 
 
@@ -261,7 +261,7 @@ class Predictor(nn.Module):
         queries = mask_token.astype(self.dtype) + gather_tokens(posemb, target_idx)
 
         transformer = Transformer(
-            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="predictor"
+            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="blocks"
         )
         if self.joint_targets:
             x = jnp.concatenate([x, queries.reshape(batch, num_targets * num_target_tokens, self.width)], 1)

@@ -6,8 +6,9 @@ sharded over every device and host, and process 0 streams the L2-normalised desc
 (optionally PCA-whitened, learned on the same split), builds a ScaNN index whose settings an
 auto-tune picks (the cheapest reaching the recall target against exact search) and publishes the
 folder atomically: an interrupted export leaves the previous index in place. An existing `out` is
-replaced only if it is empty or an index written by export (see `manifest.check_replaceable`), and
-one export at a time may write it (`manifest.ExportLock`).
+replaced only if it is empty or an index written by export (see
+`index_publication.check_replaceable`), and one export at a time may write it
+(`index_publication.ExportLock`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from rejepa_jax import config_lib
 from rejepa_jax import state as state_lib
 from rejepa_jax.data.sources import make_source
 from rejepa_jax.encoder_restore import restore_encoder
-from rejepa_jax.retrieval import encoder_bundle, index_autotune, manifest, scann_index
+from rejepa_jax.retrieval import encoder_bundle, index_autotune, index_publication, manifest, scann_index
 from rejepa_jax.retrieval.descriptor_store import DescriptorWriter, read_descriptors
 from rejepa_jax.retrieval.embedding import SplitEmbedder
 from rejepa_jax.retrieval.exact_search import l2_normalise
@@ -75,14 +76,14 @@ def export_index(
     lock = staging = None
     if is_main:
         # Refuse a bad --out and a concurrent export before anything slow, and before any change.
-        out = manifest.export_target(out)
-        manifest.check_replaceable(out, workdir=workdir)
-        lock = manifest.ExportLock(out).acquire()
+        out = index_publication.export_target(out)
+        index_publication.check_replaceable(out, workdir=workdir)
+        lock = index_publication.ExportLock(out).acquire()
     try:
         if is_main:
-            manifest.recover_interrupted(out)  # With the lock held: no other export is running.
-            manifest.check_replaceable(out, workdir=workdir)
-            staging = manifest.staging_dir(out)
+            index_publication.recover_interrupted(out)  # With the lock held: no other export is running.
+            index_publication.check_replaceable(out, workdir=workdir)
+            staging = index_publication.staging_dir(out)
         config = config_for_present_devices(config)
         restored = restore_encoder(config, workdir, options.encoder, step=options.step)
         step, encoder_params, run = restored.step, restored.params, restored.run
@@ -114,7 +115,7 @@ def export_index(
                 class_names=list(getattr(source, "class_names", None) or []),
             )
             manifest.write(staging, index_manifest)
-            manifest.publish(staging, out)
+            index_publication.publish(staging, out)
             staging = None
             return index_manifest
         return None

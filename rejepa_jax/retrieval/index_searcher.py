@@ -23,10 +23,11 @@ import numpy as np
 from rejepa_jax import config_lib
 from rejepa_jax.config_lib import suggest
 from rejepa_jax.data import augment
-from rejepa_jax.data.decode import DecodeOptions, decode_record
+from rejepa_jax.data.decode import decode_record
+from rejepa_jax.data.decode_options import DecodeOptions
 from rejepa_jax.encoder_restore import restore_encoder
 from rejepa_jax.models import factory
-from rejepa_jax.retrieval import encoder_bundle, manifest, scann_index
+from rejepa_jax.retrieval import encoder_bundle, index_files, manifest, scann_index
 from rejepa_jax.retrieval.exact_search import l2_normalise
 from rejepa_jax.retrieval.exporter import config_for_present_devices
 from rejepa_jax.retrieval.manifest import DESCRIPTORS, ENCODER, IDS, LABELS, PCA, POSITIONS, SCANN_DIR
@@ -51,11 +52,11 @@ class IndexSearcher:
     """An exported index, verified, with the encoder that embeds new queries the same way.
 
     Every file is read once, checked against the manifest's SHA-256 and parsed from those same
-    bytes (`manifest.IndexFiles`); the descriptors are held in memory, not memory-mapped.
+    bytes (`index_files.IndexFiles`); the descriptors are held in memory, not memory-mapped.
     """
 
     def __init__(self, index_dir: str | Path, *, workdir: str | Path | None = None):
-        files = manifest.IndexFiles(index_dir)
+        files = index_files.IndexFiles(index_dir)
         self.directory = files.directory
         self.manifest = files.manifest
         self.config = config_lib.from_dict(self.manifest.config)
@@ -66,12 +67,12 @@ class IndexSearcher:
         with files.private_copy(SCANN_DIR) as scann_dir:
             files.check_all_read()
             self.ids, self.labels, self.positions, self.descriptors = (
-                manifest.npy_from_bytes(checked[name], self.directory / name)
+                index_files.npy_from_bytes(checked[name], self.directory / name)
                 for name in (IDS, LABELS, POSITIONS, DESCRIPTORS)
             )
             self._check_shapes()
             self.whitening = (
-                PcaWhitening.load(manifest.NamedBytes(checked[PCA], self.directory / PCA))
+                PcaWhitening.load(index_files.NamedBytes(checked[PCA], self.directory / PCA))
                 if self.manifest.pca_dim
                 else None
             )
@@ -101,7 +102,7 @@ class IndexSearcher:
         """The bundled encoder's params, from the checked bytes, refused unless they are the model
         whose fingerprint the manifest records."""
         source = self.directory / ENCODER
-        params = encoder_bundle.load(manifest.NamedBytes(self._encoder_bytes, source), self.config)
+        params = encoder_bundle.load(index_files.NamedBytes(self._encoder_bytes, source), self.config)
         self._check_fingerprint(params, source)
         return params
 
@@ -175,7 +176,7 @@ class IndexSearcher:
         data = self.config.data
         record = {"path": str(path), "id": str(path), "label": -1}
         image = decode_record(record, data.channels, tuple(data.bands), DecodeOptions.from_config(data))
-        return augment.normalize(augment.resize(image, data.image_size), data.mean, data.std)
+        return augment.normalise(augment.resize(image, data.image_size), data.mean, data.std)
 
     def _embed_images(self, images: list[np.ndarray], batch_size: int) -> np.ndarray:
         batch = np.stack(images)
