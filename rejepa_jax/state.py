@@ -27,6 +27,12 @@ class TrainState:
     target_encoder: Any
     opt_state: optax.OptState
 
+    @property
+    def target_params(self) -> Any:
+        """The target encoder's params under the name external tools read (the I-JEPA side-by-side
+        harness); the project itself says `target_encoder`."""
+        return self.target_encoder
+
 
 def batch_shapes(
     batch_size: int,
