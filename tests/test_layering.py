@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Module or package (longest prefix wins) -> layer. Lowest first.
 LAYERS: dict[str, int] = {
     # 0: leaves, importing only each other.
-    PACKAGE: 0,  # The package's own __init__ (a docstring).
+    PACKAGE: 0,  # The package's own __init__ (a docstring and the XLA CPU defaults).
     f"{PACKAGE}.config_lib": 0,
     f"{PACKAGE}.runlocal": 0,
     f"{PACKAGE}.recipes": 0,
@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     f"{PACKAGE}.distributed": 0,
     f"{PACKAGE}.cli": 0,
     f"{PACKAGE}.sample_data": 0,
+    f"{PACKAGE}.xla_cpu_flags": 0,
     # 1: the train state, the optimizer and the checkpoint files.
     f"{PACKAGE}.state": 1,
     f"{PACKAGE}.optim": 1,
