@@ -5,8 +5,9 @@ follows it (the `reduce` YNN fusion type). Profiled on a 2-core CPU, that fused 
 67 GFLOP/s where the bare product beside it ran at 148: the normalisation is recomputed in the
 matmul's inner loop. Taking `reduce` out of the YNN fusion types leaves each LayerNorm as its own
 loop fusion and the product at full speed. Measured side by side (benchmarks/BENCHMARKS.md,
-"Train step and encoder forward against the official I-JEPA"): ViT-Ti/8 encoder inference 104 ->
-151 images/s, ViT-S/16 9.6 -> 10.5, train steps 3-13 % faster; same function, float rounding only.
+"Train step and encoder forward against the official I-JEPA"): ViT-Ti/8 encoder inference 105 ->
+142 images/s; the train steps and the ViT-S/16 forward moved within the rounds' spread. Same
+function, float rounding only.
 
 XLA reads XLA_FLAGS once, when the first computation starts its backend, and aborts on a flag it
 does not know, so the flag is added only for the jaxlib versions it was measured on, only when
