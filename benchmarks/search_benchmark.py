@@ -1,7 +1,7 @@
 """Nearest-neighbour search benchmark: exact search, our ScaNN index and faiss peers, side by side.
 
 One run measures every method on the same held-out queries, so the numbers share the machine's state
-(the machine is noisy from run to run; see shared/docs/PERF_ANCHORS.md). Datasets:
+(the machine is noisy from run to run, so only ratios within one run are compared). Datasets:
 
 - an exported index folder (`--index DIR`): its `descriptors.npy`, with `--holdout_queries` rows drawn
   out of the database as queries (or the rows of `--queries_npy`, against the whole database);

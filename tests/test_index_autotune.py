@@ -66,6 +66,17 @@ def test_stricter_target_never_picks_a_cheaper_setting(tuned):
 
 
 @pytest.mark.slow  # Tunes on a 30,000-row database.
+def test_a_reorder_row_stops_where_more_leaves_stop_raising_recall(tuned):
+    table = tuned[0.99][2]
+    shallow = [row for row in table if row["reorder"] == K]  # k candidates cap recall well below 0.99.
+    assert not any(row["qualifies"] for row in shallow)
+    assert len(shallow) < len(at.leaves_grid(shallow[0]["num_leaves"]))
+    recalls, steps = [row["recall"] for row in shallow], at.PLATEAU_STEPS
+    gains = [recalls[i] - recalls[i - steps] for i in range(steps, len(recalls))]
+    assert gains[-1] < at.PLATEAU_GAIN <= min(gains[:-1], default=at.PLATEAU_GAIN)  # The first plateau.
+
+
+@pytest.mark.slow  # Tunes on a 30,000-row database.
 def test_autotune_is_deterministic(clustered, tuned):
     db, _ = clustered
     settings, recall, table = at.autotune(db, target_recall=0.95, k=K, seed=0)
