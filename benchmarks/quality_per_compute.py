@@ -18,6 +18,8 @@ Retrieval is the trainer's end-of-run evaluation (exact cosine search, relevant 
 P@K and mAP@K (normalised by the relevant items retrieved in the top K) for K = 5, 10, 20, 100,
 effective rank of the archive descriptors, and for the EMA target the share of its initial weights
 it still carries. `--floors` also evaluates the colour-histogram and random-init descriptors.
+`--table` also prints, per protocol, the compute a reference method (`--compare REJEPA MAE`) needs
+to reach each run's P@20, read off its measured curve in log-PFLOP: the "less compute than MAE" check.
 
 Results accumulate in `<out>/results.json` under `<protocol>/<name>`; workdirs are
 `<out>/<protocol>/<name>`, and re-running an unfinished run resumes it from its checkpoint.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import shlex
@@ -181,7 +184,7 @@ def format_table(results: dict[str, Any], protocol: str) -> str:
         if run_protocol != protocol:
             continue
         for descriptor, metrics in run_result["descriptors"].items():
-            is_floor = descriptor in FLOORS
+            is_floor = descriptor.partition("+")[0] in FLOORS  # Also their standardised rows.
             cells = [
                 descriptor if is_floor else name,
                 "–" if is_floor else f"{run_result['pflop']:.3f}",
@@ -203,6 +206,56 @@ def reported_descriptor(run_result: dict[str, Any]) -> str:
     if run_result.get("descriptor"):
         return run_result["descriptor"]
     return "rejepa_target" if run_result["method"] == "rejepa" else f"{run_result['method']}_context"
+
+
+def p20_curve(results: dict[str, Any], protocol: str, label: str) -> list[tuple[float, float]]:
+    """(PFLOP, P@20 of the reported descriptor) of one method label's finished runs, by compute."""
+    points = [
+        (run_result["pflop"], run_result["descriptors"][reported_descriptor(run_result)]["p@20"])
+        for key, run_result in results["runs"].items()
+        if key.startswith(f"{protocol}/") and run_result.get("label") == label
+    ]
+    return sorted(points)
+
+
+def compute_to_reach(curve: list[tuple[float, float]], target: float) -> tuple[str, float]:
+    """The compute at which `curve` first reaches P@20 `target`, linear in log-PFLOP between points.
+
+    Returns a relation and a PFLOP: ("=", x) where the curve crosses the target between two measured
+    budgets, ("<=", smallest budget) where its first point is already at or above it, and
+    (">", largest budget) where no measured point reaches it (only a lower bound is known).
+    """
+    if not curve:
+        raise ValueError("no finished runs to compare against")
+    if curve[0][1] >= target:
+        return "<=", curve[0][0]
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if y1 >= target:
+            fraction = (target - y0) / (y1 - y0)
+            return "=", math.exp(math.log(x0) + fraction * (math.log(x1) - math.log(x0)))
+    return ">", curve[-1][0]
+
+
+def format_compute_to_match(results: dict[str, Any], protocol: str, label: str, reference: str) -> str:
+    """For each run of `label`: the reference method's compute to reach the same P@20, and the saving.
+
+    This is how "needs 40-60 % less compute than MAE" is checked: saving = 1 - PFLOP / reference PFLOP,
+    exact where the reference's curve crosses between measured budgets, a bound where it does not.
+    """
+    reference_curve = p20_curve(results, protocol, reference)
+    lines = [
+        f"| {label} PFLOP | {label} P@20 | {reference} PFLOP to reach it | compute saved |",
+        "|---:|---:|---:|---:|",
+    ]
+    for pflop, p20 in p20_curve(results, protocol, label):
+        relation, reference_pflop = compute_to_reach(reference_curve, p20)
+        saving = 1.0 - pflop / reference_pflop
+        saved_relation = {"=": "", "<=": "<= ", ">": "> "}[relation]
+        reached = f"{'' if relation == '=' else relation + ' '}{reference_pflop:.3f}"
+        lines.append(
+            f"| {pflop:.3f} | {p20:.3f} | {reached} | {saved_relation}{round(saving, 2) + 0.0:.0%} |"
+        )
+    return "\n".join(lines)
 
 
 PLOT_BUDGETS_PFLOP = (0.1, 0.3, 1.0)
@@ -267,12 +320,24 @@ def main() -> None:
     parser.add_argument("--floors", action="store_true", help="Also evaluate the two floors.")
     parser.add_argument("--set", nargs="*", default=[], help="Config overrides, key=value.")
     parser.add_argument("--descriptor", default="", help="The descriptor this run reports (plots).")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        default=("REJEPA", "MAE"),
+        metavar=("LABEL", "REFERENCE"),
+        help="With --table: the reference's compute to reach each LABEL run's P@20.",
+    )
     parser.add_argument("--plot", type=Path, help="With --table: write the plot of the test runs here.")
     args = parser.parse_args()
     if args.table:
         results = json.loads((args.out / "results.json").read_text())
         for protocol in PROTOCOLS:
             print(f"\n{protocol}:\n{format_table(results, protocol)}")
+        label, reference = args.compare
+        for protocol in PROTOCOLS:
+            if p20_curve(results, protocol, label) and p20_curve(results, protocol, reference):
+                print(f"\n{protocol}, compute to match:\n")
+                print(format_compute_to_match(results, protocol, label, reference))
         if args.plot:
             plot(results, "test", args.plot)
         return

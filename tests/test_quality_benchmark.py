@@ -141,3 +141,41 @@ def test_demo_tuning_splits_draw_the_demo_size_per_class_from_train_and_validati
         assert len(rows) == 2 * per_class and len(set(rows)) == len(rows)
         assert all(f"/{prefix}_" in row for row in rows)  # Never the test split.
         assert sum(row.endswith(",A") for row in rows) == per_class
+
+
+def _curve_results(points: dict[str, list[tuple[float, float]]]) -> dict:
+    runs = {}
+    for label, curve in points.items():
+        for pflop, p20 in curve:
+            runs[f"test/{label}_{pflop}"] = {
+                "label": label,
+                "method": "mae" if label == "MAE" else "rejepa",
+                "pflop": pflop,
+                "descriptor": "d",
+                "descriptors": {"d": {"p@20": p20}},
+            }
+    return {"runs": runs}
+
+
+def test_compute_to_reach_interpolates_in_log_compute_and_bounds_outside_the_measured_range():
+    curve = [(0.1, 0.60), (1.0, 0.70)]
+    relation, pflop = qpc.compute_to_reach(curve, 0.65)
+    assert relation == "=" and pflop == pytest.approx(0.1**0.5)  # Halfway in log-PFLOP.
+    assert qpc.compute_to_reach(curve, 0.55) == ("<=", 0.1)
+    assert qpc.compute_to_reach(curve, 0.71) == (">", 1.0)
+    # A curve that dips is read at its first crossing.
+    assert qpc.compute_to_reach([(0.1, 0.5), (0.3, 0.7), (1.0, 0.6)], 0.6)[0] == "="
+    with pytest.raises(ValueError, match="no finished runs"):
+        qpc.compute_to_reach([], 0.5)
+
+
+def test_compute_to_match_table_states_the_saving_or_its_bound():
+    results = _curve_results({"REJEPA": [(0.1, 0.65), (1.0, 0.75)], "MAE": [(0.1, 0.60), (1.0, 0.70)]})
+    assert qpc.p20_curve(results, "test", "MAE") == [(0.1, 0.60), (1.0, 0.70)]
+    assert qpc.p20_curve(results, "tuning", "MAE") == []
+    lines = qpc.format_compute_to_match(results, "test", "REJEPA", "MAE").splitlines()
+    assert len(lines) == 4
+    # MAE reaches 0.65 at 10**-0.5 = 0.316 PFLOP: REJEPA's 0.1 saves 1 - 0.1/0.316 = 68 %.
+    assert lines[2] == "| 0.100 | 0.650 | 0.316 | 68% |"
+    # MAE never reaches 0.75 within 1 PFLOP: only a bound on the saving.
+    assert lines[3] == "| 1.000 | 0.750 | > 1.000 | > 0% |"
