@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.machine_info import versions
 from rejepa_jax import config_lib, cost_report, optim, trainer
 
 KS = (5, 10, 20, 100)
@@ -151,6 +152,7 @@ def run(args: argparse.Namespace) -> None:
         config = config_lib.apply_overrides(config, [f"total_steps={args.steps}"])
     else:
         config, flops_per_step = budget_config(config, args.budget_pflop * 1e15)
+    commit = versions()["rejepa_jax_commit"]  # Of the invocation that finishes the run.
     start = time.perf_counter()
     metrics = trainer.train_and_evaluate(config, args.out / args.protocol / args.name)
     if not metrics:  # Stopped by SIGTERM after a checkpoint: run the same command to resume.
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace) -> None:
         "seconds": time.perf_counter() - start,
         "command": shlex.join(["python", "-m", "benchmarks.quality_per_compute", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
+        "commit": commit,
         "done": True,
     }
     results_path.parent.mkdir(parents=True, exist_ok=True)

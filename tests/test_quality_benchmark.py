@@ -179,3 +179,21 @@ def test_compute_to_match_table_states_the_saving_or_its_bound():
     assert lines[2] == "| 0.100 | 0.650 | 0.316 | 68% |"
     # MAE never reaches 0.75 within 1 PFLOP: only a bound on the saving.
     assert lines[3] == "| 1.000 | 0.750 | > 1.000 | > 0% |"
+
+
+def test_a_run_records_its_budget_commit_and_command_and_a_stopped_run_records_nothing(tmp_path, monkeypatch):
+    """The bookkeeping around one run; the training itself is the trainer's own tests' business."""
+    finished: list[dict] = [{}, {"rejepa_target": _metrics(0.6)}]  # First stopped by SIGTERM, then done.
+    monkeypatch.setattr(
+        qpc.cost_report, "compile_cost", lambda config: argparse.Namespace(flops_per_step=1e12)
+    )
+    monkeypatch.setattr(qpc.trainer, "train_and_evaluate", lambda config, workdir: finished.pop(0))
+    args = _args(out=tmp_path, protocol="test", name="a", budget_pflop=0.1, steps=0, label="", descriptor="")
+    qpc.run(args)
+    assert not (tmp_path / "results.json").exists()
+    qpc.run(args)
+    result = json.loads((tmp_path / "results.json").read_text())["runs"]["test/a"]
+    assert result["done"] and result["steps"] == 100 and result["pflop"] == pytest.approx(0.1)
+    assert result["commit"] == qpc.versions()["rejepa_jax_commit"]
+    assert result["descriptor"] == "rejepa_target" and result["label"] == "a"
+    assert result["descriptors"]["rejepa_target"]["p@20"] == 0.6
