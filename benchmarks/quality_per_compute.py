@@ -221,6 +221,42 @@ def p20_curve(results: dict[str, Any], protocol: str, label: str) -> list[tuple[
     return sorted(points)
 
 
+def format_budget_table(results: dict[str, Any], protocol: str) -> str:
+    """One row per method label, one column per budget: P@20 / mAP@20 of the reported descriptor.
+
+    The README's first table; the floors (no training) close it. Two runs of one label at one
+    budget (a rerun with newer code) show the later-finished one.
+    """
+    cells: dict[str, dict[float, str]] = {}
+    floors: dict[str, str] = {}
+    for key, run_result in results["runs"].items():
+        if not key.startswith(f"{protocol}/"):
+            continue
+        descriptors = run_result["descriptors"]
+        metrics = descriptors[reported_descriptor(run_result)]
+        budget = round(run_result["pflop"], 1)
+        cells.setdefault(run_result["label"], {})[budget] = (
+            f"{metrics['p@20']:.3f} / {metrics['map@20/retrieved']:.3f}"
+        )
+        for name in FLOORS:
+            if name in descriptors:
+                floors[name] = (
+                    f"{descriptors[name]['p@20']:.3f} / {descriptors[name]['map@20/retrieved']:.3f}"
+                )
+    budgets = sorted({budget for row in cells.values() for budget in row} | set(PLOT_BUDGETS_PFLOP))
+    lines = [
+        "| method | " + " | ".join(f"{budget:g} PFLOP" for budget in budgets) + " |",
+        "|---|" + "---:|" * len(budgets),
+    ]
+    for label, row in sorted(cells.items()):
+        lines.append(f"| {label} | " + " | ".join(row.get(budget, "not run") for budget in budgets) + " |")
+    for name, cell in sorted(floors.items()):
+        lines.append(
+            f"| {name.replace('_', ' ')} (no training) | " + " | ".join([cell] * len(budgets)) + " |"
+        )
+    return "\n".join(lines)
+
+
 def compute_to_reach(curve: list[tuple[float, float]], target: float) -> tuple[str, float]:
     """The compute at which `curve` first reaches P@20 `target`, linear in log-PFLOP between points.
 
@@ -336,6 +372,7 @@ def main() -> None:
         results = json.loads((args.out / "results.json").read_text())
         for protocol in PROTOCOLS:
             print(f"\n{protocol}:\n{format_table(results, protocol)}")
+            print(f"\n{protocol}, P@20 / mAP@20 by budget:\n{format_budget_table(results, protocol)}")
         label, reference = args.compare
         for protocol in PROTOCOLS:
             if p20_curve(results, protocol, label) and p20_curve(results, protocol, reference):

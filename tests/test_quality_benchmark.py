@@ -197,3 +197,22 @@ def test_a_run_records_its_budget_commit_and_command_and_a_stopped_run_records_n
     assert result["commit"] == qpc.versions()["rejepa_jax_commit"]
     assert result["descriptor"] == "rejepa_target" and result["label"] == "a"
     assert result["descriptors"]["rejepa_target"]["p@20"] == 0.6
+
+
+def test_budget_table_has_a_column_per_budget_and_the_later_rerun_wins():
+    results = _results()
+    for run_result in results["runs"].values():
+        for metrics in run_result["descriptors"].values():
+            metrics["map@20/retrieved"] = metrics["p@20"] + 0.1
+    rerun = {
+        **results["runs"]["test/a"],
+        "descriptors": {"rejepa_target": {"p@20": 0.62, "map@20/retrieved": 0.7}},
+    }
+    results["runs"]["test/a_rerun"] = rerun
+    lines = qpc.format_budget_table(results, "test").splitlines()
+    assert lines[0] == "| method | 0.1 PFLOP | 0.3 PFLOP | 1 PFLOP |"
+    assert lines[2] == "| MAE | 0.550 / 0.650 | not run | not run |"
+    assert lines[3] == "| REJEPA | 0.620 / 0.700 | 0.700 / 0.800 | not run |"
+    assert lines[4].startswith("| color histogram (no training) | 0.650 / 0.750 | 0.650 / 0.750 |")
+    assert lines[5].startswith("| random init (no training) | 0.450 / 0.550 |")
+    assert len(lines) == 6
