@@ -212,13 +212,16 @@ def reported_descriptor(run_result: dict[str, Any]) -> str:
 
 
 def p20_curve(results: dict[str, Any], protocol: str, label: str) -> list[tuple[float, float]]:
-    """(PFLOP, P@20 of the reported descriptor) of one method label's finished runs, by compute."""
-    points = [
-        (run_result["pflop"], run_result["descriptors"][reported_descriptor(run_result)]["p@20"])
-        for key, run_result in results["runs"].items()
-        if key.startswith(f"{protocol}/") and run_result.get("label") == label
-    ]
-    return sorted(points)
+    """(PFLOP, P@20 of the reported descriptor) of one method label's finished runs, by compute.
+
+    Of two runs at one budget (a rerun with newer code), the later-finished one counts.
+    """
+    points: dict[float, tuple[float, float]] = {}
+    for key, run_result in results["runs"].items():
+        if key.startswith(f"{protocol}/") and run_result.get("label") == label:
+            p20 = run_result["descriptors"][reported_descriptor(run_result)]["p@20"]
+            points[round(run_result["pflop"], 1)] = (run_result["pflop"], p20)
+    return sorted(points.values())
 
 
 def format_budget_table(results: dict[str, Any], protocol: str) -> str:
@@ -289,11 +292,11 @@ def format_compute_to_match(results: dict[str, Any], protocol: str, label: str, 
     for pflop, p20 in p20_curve(results, protocol, label):
         relation, reference_pflop = compute_to_reach(reference_curve, p20)
         saving = 1.0 - pflop / reference_pflop
-        saved_relation = {"=": "", "<=": "<= ", ">": "> "}[relation]
+        saved = f"{ ({'=': '', '<=': '<= ', '>': '> '}[relation]) }{round(saving, 2) + 0.0:.0%}"
+        if relation == ">" and saving < -0.01:  # Only "more than a smaller run": says nothing yet.
+            saved = "unknown"
         reached = f"{'' if relation == '=' else relation + ' '}{reference_pflop:.3f}"
-        lines.append(
-            f"| {pflop:.3f} | {p20:.3f} | {reached} | {saved_relation}{round(saving, 2) + 0.0:.0%} |"
-        )
+        lines.append(f"| {pflop:.3f} | {p20:.3f} | {reached} | {saved} |")
     return "\n".join(lines)
 
 
@@ -314,9 +317,7 @@ def plot(results: dict[str, Any], protocol: str, path: Path) -> None:
         if not key.startswith(f"{protocol}/"):
             continue
         descriptors = run_result["descriptors"]
-        curves.setdefault(run_result["label"], []).append(
-            (run_result["pflop"], descriptors[reported_descriptor(run_result)]["p@20"])
-        )
+        curves[run_result["label"]] = p20_curve(results, protocol, run_result["label"])
         floors.update({name: descriptors[name]["p@20"] for name in FLOORS if name in descriptors})
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, points in sorted(curves.items()):

@@ -173,12 +173,22 @@ def test_compute_to_match_table_states_the_saving_or_its_bound():
     results = _curve_results({"REJEPA": [(0.1, 0.65), (1.0, 0.75)], "MAE": [(0.1, 0.60), (1.0, 0.70)]})
     assert qpc.p20_curve(results, "test", "MAE") == [(0.1, 0.60), (1.0, 0.70)]
     assert qpc.p20_curve(results, "tuning", "MAE") == []
+    rerun = {**results["runs"]["test/MAE_0.1"], "descriptors": {"d": {"p@20": 0.62}}}
+    assert qpc.p20_curve({"runs": {**results["runs"], "test/MAE_0.1_rerun": rerun}}, "test", "MAE")[0] == (
+        0.1,
+        0.62,
+    )
     lines = qpc.format_compute_to_match(results, "test", "REJEPA", "MAE").splitlines()
     assert len(lines) == 4
     # MAE reaches 0.65 at 10**-0.5 = 0.316 PFLOP: REJEPA's 0.1 saves 1 - 0.1/0.316 = 68 %.
     assert lines[2] == "| 0.100 | 0.650 | 0.316 | 68% |"
     # MAE never reaches 0.75 within 1 PFLOP: only a bound on the saving.
     assert lines[3] == "| 1.000 | 0.750 | > 1.000 | > 0% |"
+    # A bound below zero (the reference has only smaller runs) is no statement.
+    results = _curve_results({"REJEPA": [(0.3, 0.75)], "MAE": [(0.1, 0.60)]})
+    assert (
+        qpc.format_compute_to_match(results, "test", "REJEPA", "MAE").splitlines()[2].endswith("| unknown |")
+    )
 
 
 def test_a_run_records_its_budget_commit_and_command_and_a_stopped_run_records_nothing(tmp_path, monkeypatch):
