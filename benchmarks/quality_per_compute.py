@@ -211,48 +211,58 @@ def reported_descriptor(run_result: dict[str, Any]) -> str:
     return "rejepa_target" if run_result["method"] == "rejepa" else f"{run_result['method']}_context"
 
 
-def p20_curve(results: dict[str, Any], protocol: str, label: str) -> list[tuple[float, float]]:
-    """(PFLOP, P@20 of the reported descriptor) of one method label's finished runs, by compute.
-
-    Of two runs at one budget (a rerun with newer code), the later-finished one counts.
-    """
-    points: dict[float, tuple[float, float]] = {}
+def reported_runs(results: dict[str, Any], protocol: str) -> dict[str, dict[float, dict[str, Any]]]:
+    """Method label -> budget (PFLOP to 0.1) -> its run; a later-finished rerun replaces an earlier one."""
+    by_label: dict[str, dict[float, dict[str, Any]]] = {}
     for key, run_result in results["runs"].items():
-        if key.startswith(f"{protocol}/") and run_result.get("label") == label:
-            p20 = run_result["descriptors"][reported_descriptor(run_result)]["p@20"]
-            points[round(run_result["pflop"], 1)] = (run_result["pflop"], p20)
-    return sorted(points.values())
+        if key.startswith(f"{protocol}/"):
+            by_label.setdefault(run_result["label"], {})[round(run_result["pflop"], 1)] = run_result
+    return by_label
+
+
+def reported_metrics(run_result: dict[str, Any]) -> dict[str, float]:
+    """The figures of the descriptor a run reports."""
+    return run_result["descriptors"][reported_descriptor(run_result)]
+
+
+def p20_curve(results: dict[str, Any], protocol: str, label: str) -> list[tuple[float, float]]:
+    """(PFLOP, P@20 of the reported descriptor) of one method label's runs, by compute."""
+    runs = reported_runs(results, protocol).get(label, {})
+    return sorted((run_result["pflop"], reported_metrics(run_result)["p@20"]) for run_result in runs.values())
+
+
+def floor_metrics(results: dict[str, Any], protocol: str) -> dict[str, dict[str, float]]:
+    """The floors' figures, from whichever runs of the protocol evaluated them (--floors)."""
+    return {
+        name: run_result["descriptors"][name]
+        for key, run_result in results["runs"].items()
+        if key.startswith(f"{protocol}/")
+        for name in FLOORS
+        if name in run_result["descriptors"]
+    }
+
+
+def _p20_map20(metrics: dict[str, float]) -> str:
+    return f"{metrics['p@20']:.3f} / {metrics['map@20/retrieved']:.3f}"
 
 
 def format_budget_table(results: dict[str, Any], protocol: str) -> str:
     """One row per method label, one column per budget: P@20 / mAP@20 of the reported descriptor.
 
-    The README's first table; the floors (no training) close it. Two runs of one label at one
-    budget (a rerun with newer code) show the later-finished one.
+    The README's first table; the floors (no training) close it.
     """
-    cells: dict[str, dict[float, str]] = {}
-    floors: dict[str, str] = {}
-    for key, run_result in results["runs"].items():
-        if not key.startswith(f"{protocol}/"):
-            continue
-        descriptors = run_result["descriptors"]
-        metrics = descriptors[reported_descriptor(run_result)]
-        budget = round(run_result["pflop"], 1)
-        cells.setdefault(run_result["label"], {})[budget] = (
-            f"{metrics['p@20']:.3f} / {metrics['map@20/retrieved']:.3f}"
-        )
-        for name in FLOORS:
-            if name in descriptors:
-                floors[name] = (
-                    f"{descriptors[name]['p@20']:.3f} / {descriptors[name]['map@20/retrieved']:.3f}"
-                )
-    budgets = sorted({budget for row in cells.values() for budget in row} | set(PLOT_BUDGETS_PFLOP))
+    by_label = reported_runs(results, protocol)
+    floors = {name: _p20_map20(metrics) for name, metrics in floor_metrics(results, protocol).items()}
+    budgets = sorted({budget for runs in by_label.values() for budget in runs} | set(PLOT_BUDGETS_PFLOP))
     lines = [
         "| method | " + " | ".join(f"{budget:g} PFLOP" for budget in budgets) + " |",
         "|---|" + "---:|" * len(budgets),
     ]
-    for label, row in sorted(cells.items()):
-        lines.append(f"| {label} | " + " | ".join(row.get(budget, "not run") for budget in budgets) + " |")
+    for label, runs in sorted(by_label.items()):
+        row = [
+            _p20_map20(reported_metrics(runs[budget])) if budget in runs else "not run" for budget in budgets
+        ]
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
     for name, cell in sorted(floors.items()):
         lines.append(
             f"| {name.replace('_', ' ')} (no training) | " + " | ".join([cell] * len(budgets)) + " |"
@@ -292,7 +302,7 @@ def format_compute_to_match(results: dict[str, Any], protocol: str, label: str, 
     for pflop, p20 in p20_curve(results, protocol, label):
         relation, reference_pflop = compute_to_reach(reference_curve, p20)
         saving = 1.0 - pflop / reference_pflop
-        saved = f"{ ({'=': '', '<=': '<= ', '>': '> '}[relation]) }{round(saving, 2) + 0.0:.0%}"
+        saved = f"{'' if relation == '=' else relation + ' '}{round(saving, 2) + 0.0:.0%}"
         if relation == ">" and saving < -0.01:  # Only "more than a smaller run": says nothing yet.
             saved = "unknown"
         reached = f"{'' if relation == '=' else relation + ' '}{reference_pflop:.3f}"
@@ -311,14 +321,9 @@ def plot(results: dict[str, Any], protocol: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    curves: dict[str, list[tuple[float, float]]] = {}
-    floors: dict[str, float] = {}
-    for key, run_result in results["runs"].items():
-        if not key.startswith(f"{protocol}/"):
-            continue
-        descriptors = run_result["descriptors"]
-        curves[run_result["label"]] = p20_curve(results, protocol, run_result["label"])
-        floors.update({name: descriptors[name]["p@20"] for name in FLOORS if name in descriptors})
+    by_label = reported_runs(results, protocol)
+    curves = {label: p20_curve(results, protocol, label) for label in by_label}
+    floors = {name: metrics["p@20"] for name, metrics in floor_metrics(results, protocol).items()}
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, points in sorted(curves.items()):
         xs, ys = zip(*sorted(points), strict=True)
