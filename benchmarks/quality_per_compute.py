@@ -22,7 +22,9 @@ it still carries. `--floors` also evaluates the colour-histogram and random-init
 to reach each run's P@20, read off its measured curve in log-PFLOP: the "less compute than MAE" check.
 
 Results accumulate in `<out>/results.json` under `<protocol>/<name>`; workdirs are
-`<out>/<protocol>/<name>`, and re-running an unfinished run resumes it from its checkpoint.
+`<out>/<protocol>/<name>`, and re-running an unfinished run resumes it from its checkpoint. Each
+invocation appends its commit to the workdir's `invocations.jsonl`; the results name every commit
+that trained the run.
 """
 
 from __future__ import annotations
@@ -139,6 +141,27 @@ def summarise(config, metrics: dict[str, dict[str, float]], flops_per_step: floa
     return summary
 
 
+INVOCATIONS_FILE = "invocations.jsonl"
+
+
+def record_invocation(workdir: Path) -> list[str | None]:
+    """Appends this invocation's commit to the run's log; returns the commits of all its invocations.
+
+    A long run resumed across days may span commits: the results then name every one of them
+    (and a warning says so), not only the commit of the invocation that happens to finish it.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / INVOCATIONS_FILE
+    entry = {"commit": versions()["rejepa_jax_commit"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with log.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    commits = [json.loads(line)["commit"] for line in log.read_text().splitlines() if line.strip()]
+    commits = list(dict.fromkeys(commits))
+    if len(commits) > 1:
+        print(f"Warning: {workdir} was trained by more than one commit: {', '.join(map(str, commits))}.")
+    return commits
+
+
 def run(args: argparse.Namespace) -> None:
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
@@ -152,9 +175,10 @@ def run(args: argparse.Namespace) -> None:
         config = config_lib.apply_overrides(config, [f"total_steps={args.steps}"])
     else:
         config, flops_per_step = budget_config(config, args.budget_pflop * 1e15)
-    commit = versions()["rejepa_jax_commit"]  # Of the invocation that finishes the run.
+    workdir = args.out / args.protocol / args.name
+    commits = record_invocation(workdir)
     start = time.perf_counter()
-    metrics = trainer.train_and_evaluate(config, args.out / args.protocol / args.name)
+    metrics = trainer.train_and_evaluate(config, workdir)
     if not metrics:  # Stopped by SIGTERM after a checkpoint: run the same command to resume.
         return
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
@@ -167,7 +191,8 @@ def run(args: argparse.Namespace) -> None:
         "seconds": time.perf_counter() - start,
         "command": shlex.join(["python", "-m", "benchmarks.quality_per_compute", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
-        "commit": commit,
+        "commit": commits[-1],  # Of the invocation that finishes the run.
+        "commits": commits,  # Of every invocation that trained it, first to last, without repeats.
         "done": True,
     }
     results_path.parent.mkdir(parents=True, exist_ok=True)

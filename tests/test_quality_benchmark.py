@@ -205,6 +205,8 @@ def test_a_run_records_its_budget_commit_and_command_and_a_stopped_run_records_n
     result = json.loads((tmp_path / "results.json").read_text())["runs"]["test/a"]
     assert result["done"] and result["steps"] == 100 and result["pflop"] == pytest.approx(0.1)
     assert result["commit"] == qpc.versions()["rejepa_jax_commit"]
+    assert result["commits"] == [result["commit"]]  # Two invocations of one commit: named once.
+    assert len((tmp_path / "test" / "a" / qpc.INVOCATIONS_FILE).read_text().splitlines()) == 2
     assert result["descriptor"] == "rejepa_target" and result["label"] == "a"
     assert result["descriptors"]["rejepa_target"]["p@20"] == 0.6
 
@@ -226,3 +228,21 @@ def test_budget_table_has_a_column_per_budget_and_the_later_rerun_wins():
     assert lines[4].startswith("| color histogram (no training) | 0.650 / 0.750 | 0.650 / 0.750 |")
     assert lines[5].startswith("| random init (no training) | 0.450 / 0.550 |")
     assert len(lines) == 6
+
+
+def test_a_run_resumed_under_another_commit_names_both(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(
+        qpc.cost_report, "compile_cost", lambda config: argparse.Namespace(flops_per_step=1e12)
+    )
+    monkeypatch.setattr(
+        qpc.trainer, "train_and_evaluate", lambda config, workdir: {"rejepa_target": _metrics(0.6)}
+    )
+    workdir = tmp_path / "test" / "a"
+    workdir.mkdir(parents=True)
+    (workdir / qpc.INVOCATIONS_FILE).write_text(json.dumps({"commit": "0" * 40}) + "\n")
+    args = _args(out=tmp_path, protocol="test", name="a", budget_pflop=0.1, steps=0, label="", descriptor="")
+    qpc.run(args)
+    result = json.loads((tmp_path / "results.json").read_text())["runs"]["test/a"]
+    current = qpc.versions()["rejepa_jax_commit"]
+    assert result["commits"] == ["0" * 40, current] and result["commit"] == current
+    assert "trained by more than one commit" in capsys.readouterr().out
