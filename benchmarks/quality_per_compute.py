@@ -20,6 +20,8 @@ effective rank of the archive descriptors, and for the EMA target the share of i
 it still carries. `--floors` also evaluates the colour-histogram and random-init descriptors.
 `--table` also prints, per protocol, the compute a reference method (`--compare REJEPA MAE`) needs
 to reach each run's P@20, read off its measured curve in log-PFLOP: the "less compute than MAE" check.
+It also prints the compute each method's curve needs to reach `--goal_p20` (0.80, the stretch goal):
+read off the measured curve, or extrapolated log-linearly from its last two points (optimistic).
 
 Results accumulate in `<out>/results.json` under `<protocol>/<name>`; workdirs are
 `<out>/<protocol>/<name>`, and re-running an unfinished run resumes it from its checkpoint. Each
@@ -335,6 +337,45 @@ def format_compute_to_match(results: dict[str, Any], protocol: str, label: str, 
     return "\n".join(lines)
 
 
+def extrapolated_compute_to_reach(
+    curve: list[tuple[float, float]], target: float
+) -> tuple[str, float | None]:
+    """Where a method's curve reaches P@20 `target`: measured if it does, else extrapolated.
+
+    Returns ("measured", x) when a measured point reaches the target (x read as in
+    `compute_to_reach`); ("extrapolated", x) from the line through the last two points in
+    log-PFLOP when none does and that line rises; ("unknown", None) otherwise. Gains per decade of
+    compute usually shrink, so an extrapolated figure is an optimistic estimate, not a promise.
+    """
+    if curve and max(p20 for _, p20 in curve) >= target:
+        return "measured", compute_to_reach(curve, target)[1]
+    if len(curve) < 2 or curve[-1][1] <= curve[-2][1]:
+        return "unknown", None
+    (x0, y0), (x1, y1) = curve[-2:]
+    decades_per_point = (math.log10(x1) - math.log10(x0)) / (y1 - y0)
+    return "extrapolated", 10 ** (math.log10(x1) + (target - y1) * decades_per_point)
+
+
+def format_goal_table(results: dict[str, Any], protocol: str, target: float) -> str:
+    """Per method label: its best measured P@20 and the compute its curve says reaching `target` takes."""
+    lines = [
+        f"| method | best P@20 (at PFLOP) | PFLOP to reach P@20 {target:.2f} | read |",
+        "|---|---:|---:|---|",
+    ]
+    for label in sorted(reported_runs(results, protocol)):
+        curve = p20_curve(results, protocol, label)
+        best_pflop, best_p20 = max(curve, key=lambda point: point[1])
+        how, pflop = extrapolated_compute_to_reach(curve, target)
+        reach = "–" if pflop is None else f"{pflop:.2f}"
+        read = {
+            "measured": "measured curve",
+            "extrapolated": "extrapolated, log-linear from the last two points",
+            "unknown": "unknown (fewer than two points, or not rising)",
+        }[how]
+        lines.append(f"| {label} | {best_p20:.3f} ({best_pflop:.3f}) | {reach} | {read} |")
+    return "\n".join(lines)
+
+
 PLOT_BUDGETS_PFLOP = (0.1, 0.3, 1.0)
 
 
@@ -398,6 +439,12 @@ def main() -> None:
         help="With --table: the reference's compute to reach each LABEL run's P@20.",
     )
     parser.add_argument("--plot", type=Path, help="With --table: write the plot of the test runs here.")
+    parser.add_argument(
+        "--goal_p20",
+        type=float,
+        default=0.80,
+        help="With --table: the compute each method's curve needs to reach this P@20 (the stretch goal).",
+    )
     args = parser.parse_args()
     if args.table:
         results = json.loads((args.out / "results.json").read_text())
@@ -409,6 +456,10 @@ def main() -> None:
             if p20_curve(results, protocol, label) and p20_curve(results, protocol, reference):
                 print(f"\n{protocol}, compute to match:\n")
                 print(format_compute_to_match(results, protocol, label, reference))
+        for protocol in PROTOCOLS:
+            if reported_runs(results, protocol):
+                print(f"\n{protocol}, compute to reach P@20 {args.goal_p20:.2f}:\n")
+                print(format_goal_table(results, protocol, args.goal_p20))
         if args.plot:
             plot(results, "test", args.plot)
         return

@@ -246,3 +246,23 @@ def test_a_run_resumed_under_another_commit_names_both(tmp_path, monkeypatch, ca
     current = qpc.versions()["rejepa_jax_commit"]
     assert result["commits"] == ["0" * 40, current] and result["commit"] == current
     assert "trained by more than one commit" in capsys.readouterr().out
+
+
+def test_compute_to_reach_the_goal_is_measured_extrapolated_or_unknown():
+    # Measured: the curve crosses 0.65 halfway (in log-PFLOP) between 0.1 and 1.0.
+    assert qpc.extrapolated_compute_to_reach([(0.1, 0.60), (1.0, 0.70)], 0.65) == (
+        "measured",
+        pytest.approx(10**-0.5),
+    )
+    # Extrapolated: +0.05 per decade from 0.70 at 1 PFLOP reaches 0.80 two decades later.
+    how, pflop = qpc.extrapolated_compute_to_reach([(0.01, 0.60), (0.1, 0.65), (1.0, 0.70)], 0.80)
+    assert how == "extrapolated" and pflop == pytest.approx(100.0)
+    assert qpc.extrapolated_compute_to_reach([(0.1, 0.70)], 0.80) == ("unknown", None)
+    assert qpc.extrapolated_compute_to_reach([(0.1, 0.70), (1.0, 0.69)], 0.80) == ("unknown", None)
+    lines = qpc.format_goal_table(
+        _curve_results({"REJEPA": [(0.1, 0.70), (1.0, 0.75)], "MAE": [(0.3, 0.82)]}), "test", 0.80
+    ).splitlines()
+    assert lines[2] == "| MAE | 0.820 (0.300) | 0.30 | measured curve |"
+    assert lines[3] == (
+        "| REJEPA | 0.750 (1.000) | 10.00 | extrapolated, log-linear from the last two points |"
+    )
