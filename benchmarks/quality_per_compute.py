@@ -456,10 +456,9 @@ def main() -> None:
             if p20_curve(results, protocol, label) and p20_curve(results, protocol, reference):
                 print(f"\n{protocol}, compute to match:\n")
                 print(format_compute_to_match(results, protocol, label, reference))
-        for protocol in PROTOCOLS:
-            if reported_runs(results, protocol):
-                print(f"\n{protocol}, compute to reach P@20 {args.goal_p20:.2f}:\n")
-                print(format_goal_table(results, protocol, args.goal_p20))
+        if reported_runs(results, "test"):  # The stretch goal is stated on the test queries.
+            print(f"\ntest, compute to reach P@20 {args.goal_p20:.2f}:\n")
+            print(format_goal_table(results, "test", args.goal_p20))
         if args.plot:
             plot(results, "test", args.plot)
         return
