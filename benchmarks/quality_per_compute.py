@@ -252,10 +252,14 @@ def reported_metrics(run_result: dict[str, Any]) -> dict[str, float]:
     return run_result["descriptors"][reported_descriptor(run_result)]
 
 
+def curve_of(runs: dict[float, dict[str, Any]]) -> list[tuple[float, float]]:
+    """(PFLOP, P@20 of the reported descriptor) of one label's reported runs, by compute."""
+    return sorted((run_result["pflop"], reported_metrics(run_result)["p@20"]) for run_result in runs.values())
+
+
 def p20_curve(results: dict[str, Any], protocol: str, label: str) -> list[tuple[float, float]]:
     """(PFLOP, P@20 of the reported descriptor) of one method label's runs, by compute."""
-    runs = reported_runs(results, protocol).get(label, {})
-    return sorted((run_result["pflop"], reported_metrics(run_result)["p@20"]) for run_result in runs.values())
+    return curve_of(reported_runs(results, protocol).get(label, {}))
 
 
 def floor_metrics(results: dict[str, Any], protocol: str) -> dict[str, dict[str, float]]:
@@ -362,8 +366,8 @@ def format_goal_table(results: dict[str, Any], protocol: str, target: float) -> 
         f"| method | best P@20 (at PFLOP) | PFLOP to reach P@20 {target:.2f} | read |",
         "|---|---:|---:|---|",
     ]
-    for label in sorted(reported_runs(results, protocol)):
-        curve = p20_curve(results, protocol, label)
+    for label, runs in sorted(reported_runs(results, protocol).items()):
+        curve = curve_of(runs)
         best_pflop, best_p20 = max(curve, key=lambda point: point[1])
         how, pflop = extrapolated_compute_to_reach(curve, target)
         reach = "–" if pflop is None else f"{pflop:.2f}"
@@ -387,8 +391,7 @@ def plot(results: dict[str, Any], protocol: str, path: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    by_label = reported_runs(results, protocol)
-    curves = {label: p20_curve(results, protocol, label) for label in by_label}
+    curves = {label: curve_of(runs) for label, runs in reported_runs(results, protocol).items()}
     floors = {name: metrics["p@20"] for name, metrics in floor_metrics(results, protocol).items()}
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, points in sorted(curves.items()):
