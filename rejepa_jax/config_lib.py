@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.mlp_ratio = 4.0
     config.model.dtype = "float32"  # Compute dtype; parameters stay float32.
     config.model.remat = False
+    # Dense kernels start as I-JEPA's ("ijepa": trunc-normal 0.02, residual outputs rescaled by depth)
+    # or as MAE's reference ("mae": xavier-uniform); see rejepa_jax/models/vit.py.
+    config.model.init = "ijepa"
     config.model.predictor_width = 384
     config.model.predictor_depth = 6
     config.model.predictor_heads = 0  # 0 uses the encoder's number of heads.

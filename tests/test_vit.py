@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rejepa_jax import config_lib
+from rejepa_jax.models import factory
 from rejepa_jax.models.vit import (
     Predictor,
     VisionTransformer,
@@ -185,3 +187,77 @@ def test_weights_start_as_the_reference_trunc_normal_with_std_002():
         expected = 0.02 / np.sqrt(2.0 * layer_number)
         assert abs(kernel.std() - expected) < 0.03 * expected, (name, kernel.std(), expected)
     assert biases and all(not bias.any() for bias in biases)
+
+
+def _dense_kernels(init: str) -> dict[str, np.ndarray]:
+    """Every Dense kernel and the mask token of a small encoder and predictor built with `init`."""
+    encoder = VisionTransformer(patch_size=8, width=256, depth=2, num_heads=4, init_scheme=init)
+    params = encoder.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    predictor = Predictor(grid=(2, 2), out_features=192, width=256, depth=2, num_heads=4, init_scheme=init)
+    predictor_params = predictor.init(
+        jax.random.key(1),
+        jnp.zeros((1, 2, 256)),
+        jnp.array([[0, 1]], jnp.int32),
+        jnp.array([[[2, 3]]], jnp.int32),
+    )["params"]
+    leaves = {}
+    for prefix, tree in (("encoder", params), ("predictor", predictor_params)):
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            name = prefix + jax.tree_util.keystr(path)
+            if ("kernel" in name and "norm" not in name) or "mask_token" in name:
+                leaves[name] = np.asarray(leaf)
+    return leaves
+
+
+@pytest.mark.slow
+def test_mae_init_draws_every_dense_kernel_xavier_uniform_without_depth_rescaling():
+    # MAE's reference `_init_weights`: xavier_uniform_ on every nn.Linear (the fused qkv as one
+    # matrix) and on the patch embedding's weight viewed as [width, p*p*C]; mask token N(0, 0.02^2).
+    kernels = _dense_kernels("mae")
+    assert len([name for name in kernels if "kernel" in name]) == 2 * (2 * 4) + 3  # blocks + embeds + proj
+    for name, kernel in kernels.items():
+        if "mask_token" in name:
+            assert abs(kernel.std() - 0.02) < 0.2 * 0.02, name
+            continue
+        fan_in, fan_out = kernel.shape
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        assert np.abs(kernel).max() <= limit * (1 + 1e-6), name  # float32 rounding of the bound.
+        assert np.abs(kernel).max() > 0.99 * limit, name  # Uniform up to the bound, not a normal draw.
+        assert abs(kernel.std() - limit / np.sqrt(3.0)) < 0.03 * limit / np.sqrt(3.0), name
+    # No 1/sqrt(2 l) rescaling: block 2's output projections have block 1's spread.
+    for module in (
+        "encoder['blocks']['block_{}']['attn']['proj']",
+        "encoder['blocks']['block_{}']['mlp']['fc2']",
+    ):
+        first, second = (kernels[module.format(i) + "['kernel']"] for i in (0, 1))
+        assert abs(second.std() / first.std() - 1.0) < 0.05
+
+
+@pytest.mark.slow
+def test_default_init_is_the_ijepa_scheme_and_unknown_schemes_are_refused():
+    default = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2)
+    explicit = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2, init_scheme="ijepa")
+    images = jnp.zeros((1, 16, 16, 3))
+    same = jax.tree_util.tree_map(
+        np.array_equal,
+        default.init(jax.random.key(0), images),
+        explicit.init(jax.random.key(0), images),
+    )
+    assert all(jax.tree_util.tree_leaves(same))
+    mae = VisionTransformer(patch_size=8, width=32, depth=2, num_heads=2, init_scheme="mae")
+    mae_kernel = mae.init(jax.random.key(0), images)["params"]["patch_embed"]["kernel"]
+    assert np.asarray(mae_kernel).std() > 4 * 0.02  # xavier on [192, 32]: std 0.095, not 0.02.
+    with pytest.raises(ValueError, match=r"model\.init must be one of \('ijepa', 'mae'\), got 'xavier'"):
+        VisionTransformer(patch_size=8, width=32, depth=1, num_heads=2, init_scheme="xavier").init(
+            jax.random.key(0), images
+        )
+
+
+def test_config_model_init_reaches_the_encoder_and_predictor():
+    config = config_lib.apply_overrides(config_lib.base_config(), ["model.init='mae'"])
+    assert factory.build_encoder(config).init_scheme == "mae"
+    assert factory.build_predictor(config).init_scheme == "mae"
+    assert factory.build_encoder(config_lib.base_config()).init_scheme == "ijepa"
+    config = config_lib.apply_overrides(config_lib.base_config(), ["model.init='xavier'"])
+    with pytest.raises(ValueError, match=r"model\.init must be one of"):
+        factory.build_encoder(config)

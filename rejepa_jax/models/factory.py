@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from rejepa_jax.models.expander import Expander
-from rejepa_jax.models.vit import Predictor, VisionTransformer, VitShape, parse_variant
+from rejepa_jax.models.vit import Predictor, VisionTransformer, VitShape, check_init_scheme, parse_variant
 
 METHODS = ("rejepa", "mae")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -50,6 +50,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> VisionTransformer:
         mlp_ratio=config.model.mlp_ratio,
         dtype=compute_dtype(config.model),
         remat=config.model.remat,
+        init_scheme=check_init_scheme(config.model.init),
     )
 
 
@@ -76,6 +77,7 @@ def build_predictor(config: ml_collections.ConfigDict) -> Predictor:
         dtype=compute_dtype(config.model),
         remat=config.model.remat,
         joint_targets=config.model.predictor_joint_targets,
+        init_scheme=check_init_scheme(config.model.init),
     )
 
 

@@ -35,6 +35,14 @@ DENSE_INIT = nn.initializers.truncated_normal(stddev=INIT_STD, lower=-2.0 / INIT
 LAYER_NORM_EPS = 1e-6
 
 
+# How Dense kernels start (`model.init`). "ijepa": I-JEPA's trunc-normal 0.02 with the residual
+# output projections rescaled (below). "mae": MAE's reference `_init_weights`, xavier-uniform for
+# every Linear and the patch embedding (fan-in p*p*C), no rescaling; the mask token stays N(0, 0.02^2)
+# in both, as in both references. Biases start at 0 in both.
+INIT_SCHEMES = ("ijepa", "mae")
+XAVIER_INIT = nn.initializers.xavier_uniform()
+
+
 def residual_output_init(layer_number: int) -> nn.initializers.Initializer:
     """DENSE_INIT divided by sqrt(2 * layer_number), for the last projection of each residual branch.
 
@@ -48,6 +56,19 @@ def residual_output_init(layer_number: int) -> nn.initializers.Initializer:
         return DENSE_INIT(key, shape, dtype) * jnp.asarray(scale, dtype)
 
     return init
+
+
+def check_init_scheme(scheme: str) -> str:
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"model.init must be one of {INIT_SCHEMES}, got {scheme!r}.")
+    return scheme
+
+
+def kernel_init(scheme: str, residual_output_of_layer: int = 0) -> nn.initializers.Initializer:
+    """The Dense kernel initializer of `scheme`; pass the block number (from 1) for attn.proj / mlp.fc2."""
+    if check_init_scheme(scheme) == "mae":
+        return XAVIER_INIT
+    return residual_output_init(residual_output_of_layer) if residual_output_of_layer else DENSE_INIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,13 +141,14 @@ class MlpBlock(nn.Module):
     hidden: int
     dtype: jnp.dtype = jnp.float32
     layer_number: int = 1
+    init_scheme: str = "ijepa"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         width = x.shape[-1]
-        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=DENSE_INIT, name="fc1")(x)
+        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=kernel_init(self.init_scheme), name="fc1")(x)
         x = nn.gelu(x, approximate=False)
-        fc2_init = residual_output_init(self.layer_number)
+        fc2_init = kernel_init(self.init_scheme, self.layer_number)
         return nn.Dense(width, dtype=self.dtype, kernel_init=fc2_init, name="fc2")(x)
 
 
@@ -136,18 +158,19 @@ class Attention(nn.Module):
     num_heads: int
     dtype: jnp.dtype = jnp.float32
     layer_number: int = 1
+    init_scheme: str = "ijepa"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """x [B, L, D]; `mask` [L, L] bool, True where a query (row) may attend to a key (column)."""
         batch, length, width = x.shape
         head_dim = width // self.num_heads
-        qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=DENSE_INIT, name="qkv")(x)
+        qkv = nn.Dense(3 * width, dtype=self.dtype, kernel_init=kernel_init(self.init_scheme), name="qkv")(x)
         q, k, v = jnp.split(qkv.reshape(batch, length, 3, self.num_heads, head_dim), 3, axis=2)
         mask = None if mask is None else mask[None, None]
         out = jax.nn.dot_product_attention(q[:, :, 0], k[:, :, 0], v[:, :, 0], mask=mask)
         out = out.reshape(batch, length, width)
-        proj_init = residual_output_init(self.layer_number)
+        proj_init = kernel_init(self.init_scheme, self.layer_number)
         return nn.Dense(width, dtype=self.dtype, kernel_init=proj_init, name="proj")(out)
 
 
@@ -161,15 +184,18 @@ class EncoderBlock(nn.Module):
     mlp_ratio: float
     dtype: jnp.dtype = jnp.float32
     layer_number: int = 1
+    init_scheme: str = "ijepa"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         width = x.shape[-1]
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm1")(x)
-        attention = Attention(self.num_heads, self.dtype, self.layer_number, name="attn")
+        attention = Attention(self.num_heads, self.dtype, self.layer_number, self.init_scheme, name="attn")
         x = x + attention(y, mask)
         y = nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm2")(x)
-        mlp = MlpBlock(int(width * self.mlp_ratio), self.dtype, self.layer_number, name="mlp")
+        mlp = MlpBlock(
+            int(width * self.mlp_ratio), self.dtype, self.layer_number, self.init_scheme, name="mlp"
+        )
         return x + mlp(y)
 
 
@@ -184,13 +210,16 @@ class Transformer(nn.Module):
     mlp_ratio: float
     dtype: jnp.dtype = jnp.float32
     remat: bool = False
+    init_scheme: str = "ijepa"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         block_cls = nn.remat(EncoderBlock) if self.remat else EncoderBlock
         x = constrain_batch(x)
         for i in range(self.depth):
-            block = block_cls(self.num_heads, self.mlp_ratio, self.dtype, i + 1, name=f"block_{i}")
+            block = block_cls(
+                self.num_heads, self.mlp_ratio, self.dtype, i + 1, self.init_scheme, name=f"block_{i}"
+            )
             x = block(x, mask)
             x = constrain_batch(x)
         return nn.LayerNorm(epsilon=LAYER_NORM_EPS, dtype=self.dtype, name="norm")(x)
@@ -206,18 +235,26 @@ class VisionTransformer(nn.Module):
     mlp_ratio: float = 4.0
     dtype: jnp.dtype = jnp.float32
     remat: bool = False
+    init_scheme: str = "ijepa"
 
     @nn.compact
     def __call__(self, images: jax.Array, keep_idx: jax.Array | None = None) -> jax.Array:
         grid_h, grid_w = images.shape[1] // self.patch_size, images.shape[2] // self.patch_size
         # A patchify + Dense is the same map as the reference's stride-p convolution.
         patches = patchify(images, self.patch_size).astype(self.dtype)
-        x = nn.Dense(self.width, dtype=self.dtype, kernel_init=DENSE_INIT, name="patch_embed")(patches)
+        patch_init = kernel_init(self.init_scheme)
+        x = nn.Dense(self.width, dtype=self.dtype, kernel_init=patch_init, name="patch_embed")(patches)
         x = x + jnp.asarray(posemb_sincos_2d(grid_h, grid_w, self.width), self.dtype)
         if keep_idx is not None:
             x = gather_tokens(x, keep_idx)
         return Transformer(
-            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="blocks"
+            self.depth,
+            self.num_heads,
+            self.mlp_ratio,
+            dtype=self.dtype,
+            remat=self.remat,
+            init_scheme=self.init_scheme,
+            name="blocks",
         )(x)
 
 
@@ -246,6 +283,7 @@ class Predictor(nn.Module):
     dtype: jnp.dtype = jnp.float32
     remat: bool = False
     joint_targets: bool = False
+    init_scheme: str = "ijepa"
 
     @nn.compact
     def __call__(self, context: jax.Array, context_idx: jax.Array, target_idx: jax.Array) -> jax.Array:
@@ -255,13 +293,21 @@ class Predictor(nn.Module):
         posemb = jnp.asarray(posemb_sincos_2d(*self.grid, self.width), self.dtype)[None]
         posemb = jnp.broadcast_to(posemb, (batch, *posemb.shape[1:]))
 
-        x = nn.Dense(self.width, dtype=self.dtype, kernel_init=DENSE_INIT, name="embed")(context)
+        x = nn.Dense(self.width, dtype=self.dtype, kernel_init=kernel_init(self.init_scheme), name="embed")(
+            context
+        )
         x = x + gather_tokens(posemb, context_idx)
         mask_token = self.param("mask_token", DENSE_INIT, (1, 1, 1, self.width))
         queries = mask_token.astype(self.dtype) + gather_tokens(posemb, target_idx)
 
         transformer = Transformer(
-            self.depth, self.num_heads, self.mlp_ratio, dtype=self.dtype, remat=self.remat, name="blocks"
+            self.depth,
+            self.num_heads,
+            self.mlp_ratio,
+            dtype=self.dtype,
+            remat=self.remat,
+            init_scheme=self.init_scheme,
+            name="blocks",
         )
         if self.joint_targets:
             x = jnp.concatenate([x, queries.reshape(batch, num_targets * num_target_tokens, self.width)], 1)
@@ -271,7 +317,8 @@ class Predictor(nn.Module):
             x = jnp.concatenate([x, queries], axis=2)
             x = transformer(x.reshape(batch * num_targets, num_context + num_target_tokens, self.width))
         x = x[:, num_context:]
-        x = nn.Dense(self.out_features, dtype=self.dtype, kernel_init=DENSE_INIT, name="proj")(x)
+        out_init = kernel_init(self.init_scheme)
+        x = nn.Dense(self.out_features, dtype=self.dtype, kernel_init=out_init, name="proj")(x)
         return x.reshape(batch, num_targets, num_target_tokens, self.out_features)
 
 
