@@ -332,11 +332,12 @@ def format_compute_to_match(results: dict[str, Any], protocol: str, label: str, 
     ]
     for pflop, p20 in p20_curve(results, protocol, label):
         relation, reference_pflop = compute_to_reach(reference_curve, p20)
+        prefix = "" if relation == "=" else f"{relation} "  # A bound, not a reading of the curve.
         saving = 1.0 - pflop / reference_pflop
-        saved = f"{'' if relation == '=' else relation + ' '}{round(saving, 2) + 0.0:.0%}"
+        saved = f"{prefix}{round(saving, 2) + 0.0:.0%}"
         if relation == ">" and saving < -0.01:  # Only "more than a smaller run": says nothing yet.
             saved = "unknown"
-        reached = f"{'' if relation == '=' else relation + ' '}{reference_pflop:.3f}"
+        reached = f"{prefix}{reference_pflop:.3f}"
         lines.append(f"| {pflop:.3f} | {p20:.3f} | {reached} | {saved} |")
     return "\n".join(lines)
 
