@@ -59,6 +59,7 @@ def residual_output_init(layer_number: int) -> nn.initializers.Initializer:
 
 
 def check_init_scheme(scheme: str) -> str:
+    """`scheme` if it is one of INIT_SCHEMES; a misspelt `model.init` fails here, naming the key."""
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"model.init must be one of {INIT_SCHEMES}, got {scheme!r}.")
     return scheme
