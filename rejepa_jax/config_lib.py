@@ -36,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.total_steps = 1000
     config.batch_size = 64  # Global batch, split over hosts and devices.
     config.log_every_steps = 50
+    # Warn at a log step when train/context_std (the batch std of the pooled context embedding) falls
+    # below this: a collapsing representation. About 0.3 at random init; 0 disables the warning.
+    config.collapse_warning_std = 0.1
 
     config.model = ml_collections.ConfigDict()
     config.model.variant = "Ti/8"  # Size (Ti/S/B/L/H) and patch size.

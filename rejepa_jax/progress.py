@@ -7,6 +7,7 @@ the sparse updates and ignores the steps done before a resume.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 
@@ -39,6 +40,11 @@ class TrainProgress:
             f"{format_scalars(scalars)}  img/s {images_per_second:.1f}", refresh=False
         )
         self._bar.update(step - self._bar.n)
+
+    def write(self, message: str) -> None:
+        """Prints `message` on its own line above the bar (nothing where the bar is disabled)."""
+        if not self._bar.disable:
+            self._bar.write(message, file=sys.stderr)  # The bar's own stream: stays in order.
 
     def close(self) -> None:
         self._bar.close()

@@ -26,6 +26,7 @@ from absl import logging
 from rejepa_jax import checkpoint, optim, profiling, sharding
 from rejepa_jax import state as state_lib
 from rejepa_jax.data import pipeline
+from rejepa_jax.evaluation.collapse import CollapseAlarm
 from rejepa_jax.evaluation.retrieval_eval import RetrievalEvaluator, format_table
 from rejepa_jax.metric_writer import TENSORBOARD_DIR, MetricWriter
 from rejepa_jax.preemption import PreemptionWatcher
@@ -186,6 +187,7 @@ def _train_and_evaluate(
         throughput = Throughput(config.batch_size)
         throughput.update(start_step)
         skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
+        collapse_alarm = CollapseAlarm(config.collapse_warning_std)
         input_wait, interval_start = 0.0, time.perf_counter()
 
         # ---- Loop ----
@@ -221,6 +223,10 @@ def _train_and_evaluate(
                         config.ema, total_steps, step
                     )
                 writer.write_scalars(step, scalars)
+                collapse_warning = collapse_alarm.check(step, values.get("context_std"))
+                if collapse_warning:
+                    logging.warning(collapse_warning)
+                    progress.write(collapse_warning)
                 progress.update(step, {k: values[k] for k in CONSOLE_KEYS if k in values}, rate)
             if save_now:
                 checkpointer.save(step, state, train_iter, run.fingerprint, force=True)

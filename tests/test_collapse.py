@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rejepa_jax.evaluation.collapse import effective_rank, embedding_std
+from rejepa_jax.evaluation.collapse import CollapseAlarm, effective_rank, embedding_std
 
 
 def _orthonormal_columns(rng: np.random.Generator, n: int, r: int) -> np.ndarray:
@@ -49,3 +49,19 @@ def test_std_reports_mean_and_minimum_over_dimensions():
     assert stats["std_min"] == 0.0
     # Leading axes are flattened into examples: [B, T, D] behaves like [B * T, D].
     assert embedding_std(z.reshape(100, 200, 3)) == pytest.approx(stats)
+
+
+def test_collapse_alarm_warns_once_per_fall_below_the_threshold():
+    alarm = CollapseAlarm(0.1)
+    stds = {50: 0.7, 100: 0.3, 150: 0.097, 200: 0.064, 250: 0.06, 300: 0.4, 350: 0.05}
+    warned = {step: alarm.check(step, std) for step, std in stds.items()}
+    assert [step for step, message in warned.items() if message] == [150, 350]  # falls, not every low step
+    assert "Step 150" in warned[150] and "0.097" in warned[150] and "collapse_warning_std=0.1" in warned[150]
+
+
+def test_collapse_alarm_off_at_zero_and_silent_without_the_metric():
+    assert CollapseAlarm(0.0).check(1, 0.0) is None
+    assert CollapseAlarm(0.1).check(1, None) is None  # a method that logs no context_std
+    assert CollapseAlarm(0.1).check(1, 0.1) is None  # the threshold itself is not below it
+    with pytest.raises(ValueError, match="collapse_warning_std"):
+        CollapseAlarm(-0.1)

@@ -5,6 +5,7 @@ targets are easy to predict; these two numbers see the collapse directly:
 - the per-dimension standard deviation across examples (0 for a constant embedding), and
 - the effective rank (RankMe; Garrido et al., ICML 2023), which falls when the embeddings span only a
   few directions even though each dimension still varies (dimensional collapse).
+During training, `CollapseAlarm` watches the first of them on each logged batch.
 """
 
 from __future__ import annotations
@@ -55,3 +56,34 @@ def effective_rank(z: np.ndarray, *, center: bool = False) -> float:
         return 0.0
     p = sigma / total + _RANKME_EPS
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+class CollapseAlarm:
+    """Warns when the batch std of the pooled context embedding (`train/context_std`) falls too low.
+
+    A collapsing run keeps a finite, often falling, loss (MAE regressing the mean patch, a JEPA
+    predicting a constant), so the non-finite check never fires; a random-init ViT already gives about
+    0.3 here and a collapsed one under 0.1 (benchmarks/BENCHMARKS.md, "MAE's initialisation and
+    stability"). One warning per fall below the threshold, not one per log step.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        if threshold < 0:
+            raise ValueError(f"collapse_warning_std must be >= 0 (0 disables the warning): got {threshold}.")
+        self.threshold = threshold
+        self._below = False
+
+    def check(self, step: int, context_std: float | None) -> str | None:
+        """The warning to give at `step`, or None: only when the std has just crossed below the threshold."""
+        if not self.threshold or context_std is None:
+            return None
+        below = context_std < self.threshold
+        fell, self._below = below and not self._below, below
+        if not fell:
+            return None
+        return (
+            f"Step {step}: train/context_std {context_std:.3g} is below "
+            f"collapse_warning_std={self.threshold:g}. "
+            "The encoder's pooled output barely varies across the batch: the representation is collapsing. "
+            "Lower optimizer.lr, or try optimizer.b2=0.95; collapse_warning_std=0 silences this warning."
+        )
