@@ -140,6 +140,7 @@ def _train_and_evaluate(
             f"batch_size={config.batch_size} must be a multiple of the {shards} batch shards of mesh "
             f"{dict(mesh.shape)} (data x fsdp)."
         )
+    collapse_alarm = CollapseAlarm(config.collapse_warning_std)  # Refuses a bad threshold first.
     profiler = profiling.StepProfiler(
         config.profile.steps, total_steps, workdir / TENSORBOARD_DIR, enabled=is_main
     )
@@ -187,7 +188,6 @@ def _train_and_evaluate(
         throughput = Throughput(config.batch_size)
         throughput.update(start_step)
         skipped_records = 0  # Unreadable records dropped by this process (data.skip_bad=True).
-        collapse_alarm = CollapseAlarm(config.collapse_warning_std)
         input_wait, interval_start = 0.0, time.perf_counter()
 
         # ---- Loop ----

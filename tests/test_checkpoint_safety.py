@@ -219,6 +219,17 @@ def test_permission_denied_stops_the_command_and_renames_nothing(workdir):
     assert "Permission denied" in done.stderr
 
 
+# Restoring a step whose many array files are truncated: Orbax's restore stops at the first read
+# error and closes its event loop while tensorstore still has reads in flight; as those finish, their
+# callbacks find the loop closed and Python reports "Event loop is closed" as unraisable. The error
+# has already been raised and handled by then (these tests assert what happens next), so the report
+# is expected here and filtered by its message only.
+_LATE_READS_ON_CLOSED_LOOP = pytest.mark.filterwarnings(
+    "ignore:(?s)Exception ignored in.*Event loop is closed:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@_LATE_READS_ON_CLOSED_LOOP
 @pytest.mark.slow
 def test_no_start_from_step_zero_over_set_aside_steps_unless_asked(workdir):
     checkpoints = workdir / "checkpoints"
@@ -250,6 +261,7 @@ def test_no_start_from_step_zero_over_set_aside_steps_unless_asked(workdir):
     assert [r["step"] for r in rows if "train/loss" in r][-4:] == [1, 2, 3, 4]
 
 
+@_LATE_READS_ON_CLOSED_LOOP
 @pytest.mark.slow
 def test_readers_restore_read_only_and_change_nothing(workdir, caplog):
     checkpoints = workdir / "checkpoints"

@@ -215,6 +215,12 @@ def test_a_run_below_the_collapse_threshold_warns_once_and_zero_silences_it(tmp_
     assert "collapse_warning_std" not in caplog.text
 
 
+def test_a_negative_collapse_threshold_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="collapse_warning_std must be >= 0"):
+        trainer.train_and_evaluate(tiny_demo(collapse_warning_std=-0.1), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # No checkpoint folder, log or config written.
+
+
 def _file_sizes(directory: Path) -> dict[str, int]:
     return {str(p.relative_to(directory)): p.stat().st_size for p in directory.rglob("*") if p.is_file()}
 
