@@ -7,9 +7,10 @@ the sparse updates and ignores the steps done before a resume.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
@@ -41,10 +42,17 @@ class TrainProgress:
         )
         self._bar.update(step - self._bar.n)
 
-    def write(self, message: str) -> None:
-        """Prints `message` on its own line above the bar (nothing where the bar is disabled)."""
-        if not self._bar.disable:
-            self._bar.write(message, file=sys.stderr)  # The bar's own stream: stays in order.
+    @contextlib.contextmanager
+    def cleared(self) -> Iterator[None]:
+        """Clears the bar while the block writes to the console (a log line), then redraws it.
+
+        Logging inside the block prints the line once, above the bar, instead of through its middle.
+        """
+        if self._bar.disable:
+            yield
+            return
+        with self._bar.external_write_mode(file=sys.stderr):
+            yield
 
     def close(self) -> None:
         self._bar.close()

@@ -225,8 +225,8 @@ def _train_and_evaluate(
                 writer.write_scalars(step, scalars)
                 collapse_warning = collapse_alarm.check(step, values.get("context_std"))
                 if collapse_warning:
-                    logging.warning(collapse_warning)
-                    progress.write(collapse_warning)
+                    with progress.cleared():  # absl prints it to stderr: once, above the bar.
+                        logging.warning(collapse_warning)
                 progress.update(step, {k: values[k] for k in CONSOLE_KEYS if k in values}, rate)
             if save_now:
                 checkpointer.save(step, state, train_iter, run.fingerprint, force=True)

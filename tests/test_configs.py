@@ -100,7 +100,11 @@ def test_unknown_override_flags_name_the_closest_keys():
 def test_command_line_trains_and_rejects_unknown_keys(tmp_path):
     command = [sys.executable, "-m", "rejepa_jax.main", "--config", "configs/demo.py:runlocal"]
     done = subprocess.run(
-        [*command, "--workdir", str(tmp_path), "--config.total_steps=2", "--config.eval.baselines=()"],
+        [
+            *command,
+            *("--workdir", str(tmp_path), "--config.total_steps=2", "--config.eval.baselines=()"),
+            *("--config.log_every_steps=1", "--config.collapse_warning_std=100"),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -108,6 +112,8 @@ def test_command_line_trains_and_rejects_unknown_keys(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Retrieval at step 2" in done.stdout and "rejepa_target" in done.stdout
+    # Every batch std is below 100: the warning comes at the first log step, printed once on the console.
+    assert done.stderr.count("is below collapse_warning_std=100") == 1, done.stderr[-2000:]
     assert (tmp_path / "checkpoints" / "2").is_dir()
 
     bad = subprocess.run(

@@ -198,7 +198,7 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert steps.count(3) == 2 and steps.count(4) >= 2
 
 
-def test_a_run_below_the_collapse_threshold_warns_once_and_zero_silences_it(tmp_path, caplog, capsys):
+def test_a_run_below_the_collapse_threshold_warns_once_and_zero_silences_it(tmp_path, caplog):
     # A threshold above any std a LayerNorm'd encoder can give puts every logged step "below" it.
     config = tiny_demo(total_steps=3, log_every_steps=1, collapse_warning_std=100.0)
     trainer.train_and_evaluate(config, tmp_path / "warned")
@@ -206,8 +206,9 @@ def test_a_run_below_the_collapse_threshold_warns_once_and_zero_silences_it(tmp_
         row["train/context_std"] for row in read_metrics(tmp_path / "warned") if "train/context_std" in row
     ]
     assert len(logged_std) == 3 and max(logged_std) < 100.0
-    assert caplog.text.count("is below collapse_warning_std=100") == 1  # the fall at step 1 only
-    assert "Step 1: train/context_std" in capsys.readouterr().err  # beside the progress bar too
+    # The fall at step 1 only (the console shows it once too: test_configs' command-line run).
+    assert caplog.text.count("Step 1: train/context_std") == 1
+    assert caplog.text.count("is below collapse_warning_std=100") == 1
     caplog.clear()
     trainer.train_and_evaluate(
         tiny_demo(total_steps=3, log_every_steps=1, collapse_warning_std=0.0), tmp_path / "off"
