@@ -25,8 +25,8 @@ read off the measured curve, or extrapolated log-linearly from its last two poin
 
 Results accumulate in `<out>/results.json` under `<protocol>/<name>`; workdirs are
 `<out>/<protocol>/<name>`, and re-running an unfinished run resumes it from its checkpoint. Each
-invocation appends its commit to the workdir's `invocations.jsonl`; the results name every commit
-that trained the run.
+invocation appends its commit to the workdir's `invocations.jsonl`, and its seconds when it ends; the
+results name every commit that trained the run, and the minutes add up over its invocations.
 """
 
 from __future__ import annotations
@@ -157,11 +157,34 @@ def record_invocation(workdir: Path) -> list[str | None]:
     entry = {"commit": versions()["rejepa_jax_commit"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with log.open("a") as f:
         f.write(json.dumps(entry) + "\n")
-    commits = [json.loads(line)["commit"] for line in log.read_text().splitlines() if line.strip()]
+    commits = [entry["commit"] for entry in _invocation_entries(workdir) if "commit" in entry]
     commits = list(dict.fromkeys(commits))
     if len(commits) > 1:
         print(f"Warning: {workdir} was trained by more than one commit: {', '.join(map(str, commits))}.")
     return commits
+
+
+def record_invocation_end(workdir: Path, seconds: float) -> None:
+    """Appends how long this invocation ran, so a resumed run's minutes add up over its invocations."""
+    entry = {"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds}
+    with (workdir / INVOCATIONS_FILE).open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def invocation_seconds(workdir: Path) -> tuple[float, bool]:
+    """Seconds of every invocation that recorded its end, and whether all did.
+
+    An invocation killed outright (not stopped by SIGTERM) records no end: the sum is then a lower bound.
+    """
+    entries = _invocation_entries(workdir)
+    ends = [entry["seconds"] for entry in entries if "seconds" in entry]
+    starts = sum("commit" in entry for entry in entries)
+    return float(sum(ends)), len(ends) == starts
+
+
+def _invocation_entries(workdir: Path) -> list[dict[str, Any]]:
+    lines = (workdir / INVOCATIONS_FILE).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -180,9 +203,13 @@ def run(args: argparse.Namespace) -> None:
     workdir = args.out / args.protocol / args.name
     commits = record_invocation(workdir)
     start = time.perf_counter()
-    metrics = trainer.train_and_evaluate(config, workdir)
+    try:
+        metrics = trainer.train_and_evaluate(config, workdir)
+    finally:
+        record_invocation_end(workdir, time.perf_counter() - start)
     if not metrics:  # Stopped by SIGTERM after a checkpoint: run the same command to resume.
         return
+    seconds, seconds_complete = invocation_seconds(workdir)
     results = json.loads(results_path.read_text()) if results_path.exists() else {"runs": {}}
     results["runs"][key] = {
         **summarise(config, metrics, flops_per_step),
@@ -190,7 +217,8 @@ def run(args: argparse.Namespace) -> None:
         "label": args.label or args.name,
         "descriptor": args.descriptor
         or f"{config.method}_{'target' if config.method == 'rejepa' else 'context'}",
-        "seconds": time.perf_counter() - start,
+        "seconds": seconds,  # Summed over the run's invocations,
+        "seconds_complete": seconds_complete,  # false when one was killed outright (a lower bound).
         "command": shlex.join(["python", "-m", "benchmarks.quality_per_compute", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
         "commit": commits[-1],  # Of the invocation that finishes the run.
@@ -220,7 +248,7 @@ def format_table(results: dict[str, Any], protocol: str) -> str:
                 "–" if is_floor else f"{run_result['pflop']:.3f}",
                 "–" if is_floor else str(run_result["steps"]),
                 "–" if is_floor else f"{run_result['flops_per_image'] / 1e9:.2f}",
-                "–" if is_floor else f"{run_result['seconds'] / 60:.0f}",
+                "–" if is_floor else format_minutes(run_result),
                 "–" if is_floor else descriptor,
             ]
             cells += [f"{metrics.get(m, float('nan')):.3f}" for m in TABLE_METRICS[:-1]]
@@ -229,6 +257,12 @@ def format_table(results: dict[str, Any], protocol: str) -> str:
             cells.append(f"{share:.3f}" if share is not None and descriptor.endswith("target") else "–")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def format_minutes(run_result: dict[str, Any]) -> str:
+    """Training minutes over all invocations; "≥" where one was killed without recording its time."""
+    minutes = f"{run_result['seconds'] / 60:.0f}"
+    return minutes if run_result.get("seconds_complete", True) else f"≥{minutes}"
 
 
 def reported_descriptor(run_result: dict[str, Any]) -> str:

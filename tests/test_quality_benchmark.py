@@ -206,9 +206,26 @@ def test_a_run_records_its_budget_commit_and_command_and_a_stopped_run_records_n
     assert result["done"] and result["steps"] == 100 and result["pflop"] == pytest.approx(0.1)
     assert result["commit"] == qpc.versions()["rejepa_jax_commit"]
     assert result["commits"] == [result["commit"]]  # Two invocations of one commit: named once.
-    assert len((tmp_path / "test" / "a" / qpc.INVOCATIONS_FILE).read_text().splitlines()) == 2
+    # Each invocation logs its start and its end; the minutes add up over both.
+    entries = [json.loads(line) for line in (tmp_path / "test" / "a" / qpc.INVOCATIONS_FILE).open()]
+    assert [sorted(entry) for entry in entries] == [["commit", "started"], ["ended", "seconds"]] * 2
+    assert result["seconds"] == pytest.approx(entries[1]["seconds"] + entries[3]["seconds"])
+    assert result["seconds_complete"]
     assert result["descriptor"] == "rejepa_target" and result["label"] == "a"
     assert result["descriptors"]["rejepa_target"]["p@20"] == 0.6
+
+
+def test_minutes_of_a_run_with_a_killed_invocation_are_a_lower_bound(tmp_path):
+    qpc.record_invocation(tmp_path)  # Killed outright: no end recorded.
+    qpc.record_invocation(tmp_path)
+    qpc.record_invocation_end(tmp_path, 600.0)
+    assert qpc.invocation_seconds(tmp_path) == (600.0, False)
+    qpc.record_invocation(tmp_path)
+    qpc.record_invocation_end(tmp_path, 1200.0)
+    run_result = {"seconds": 1800.0, "seconds_complete": False}
+    assert qpc.invocation_seconds(tmp_path) == (1800.0, False)
+    assert qpc.format_minutes(run_result) == "≥30"
+    assert qpc.format_minutes({"seconds": 1800.0}) == "30"  # Results written before ends were recorded.
 
 
 def test_budget_table_has_a_column_per_budget_and_the_later_rerun_wins():
