@@ -153,10 +153,7 @@ def record_invocation(workdir: Path) -> list[str | None]:
     (and a warning says so), not only the commit of the invocation that happens to finish it.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / INVOCATIONS_FILE
-    entry = {"commit": versions()["rejepa_jax_commit"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    with log.open("a") as f:
-        f.write(json.dumps(entry) + "\n")
+    _append_invocation_entry(workdir, commit=versions()["rejepa_jax_commit"], started=_now())
     commits = [entry["commit"] for entry in _invocation_entries(workdir) if "commit" in entry]
     commits = list(dict.fromkeys(commits))
     if len(commits) > 1:
@@ -166,9 +163,7 @@ def record_invocation(workdir: Path) -> list[str | None]:
 
 def record_invocation_end(workdir: Path, seconds: float) -> None:
     """Appends how long this invocation ran, so a resumed run's minutes add up over its invocations."""
-    entry = {"ended": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds}
-    with (workdir / INVOCATIONS_FILE).open("a") as f:
-        f.write(json.dumps(entry) + "\n")
+    _append_invocation_entry(workdir, ended=_now(), seconds=seconds)
 
 
 def invocation_seconds(workdir: Path) -> tuple[float, bool]:
@@ -180,6 +175,15 @@ def invocation_seconds(workdir: Path) -> tuple[float, bool]:
     ends = [entry["seconds"] for entry in entries if "seconds" in entry]
     starts = sum("commit" in entry for entry in entries)
     return float(sum(ends)), len(ends) == starts
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _append_invocation_entry(workdir: Path, **entry: Any) -> None:
+    with (workdir / INVOCATIONS_FILE).open("a") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def _invocation_entries(workdir: Path) -> list[dict[str, Any]]:
@@ -217,8 +221,8 @@ def run(args: argparse.Namespace) -> None:
         "label": args.label or args.name,
         "descriptor": args.descriptor
         or f"{config.method}_{'target' if config.method == 'rejepa' else 'context'}",
-        "seconds": seconds,  # Summed over the run's invocations,
-        "seconds_complete": seconds_complete,  # false when one was killed outright (a lower bound).
+        "seconds": seconds,  # Summed over the run's invocations;
+        "seconds_complete": seconds_complete,  # False when one was killed outright (a lower bound).
         "command": shlex.join(["python", "-m", "benchmarks.quality_per_compute", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d"),
         "commit": commits[-1],  # Of the invocation that finishes the run.
